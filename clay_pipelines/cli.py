@@ -1,0 +1,275 @@
+"""`clay`: the project's command line.
+
+  clay db start|stop|status|url|migrate   the database
+  clay seed [--scale N] [--seed S]        load the sample world
+  clay run                                materialize every asset, headless
+  clay dev                                the Dagster UI on the same database and instance
+
+Errors are one line on stderr and a non-zero exit (CLAY_DEBUG=1 shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from clay_pipelines import settings
+
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+
+class CommandError(RuntimeError):
+    """A failure the user can act on; printed as one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment shared with Dagster's processes
+
+
+def activate_environment(start_embedded: bool = True):  # noqa: ANN201 - DatabaseTarget
+    """Resolve the database, export what Dagster's processes need, and prepare DAGSTER_HOME."""
+    from clay_pipelines.db.targets import ensure_dagster_schema, resolve_target
+
+    target = resolve_target(start_embedded=start_embedded)
+    os.environ.update(target.as_environment())
+    ensure_dagster_schema(target)
+    home = settings.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = settings.PROJECT_ROOT / "dagster.yaml"
+    if home.resolve() != config.parent.resolve():
+        installed = home / "dagster.yaml"
+        if not installed.exists() or installed.read_bytes() != config.read_bytes():
+            shutil.copyfile(config, installed)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return target
+
+
+def _database():  # noqa: ANN202 - Database
+    from clay_pipelines.db import Database
+
+    target = activate_environment()
+    return Database(target.app_url, target.maintenance_url)
+
+
+def _require_migrated(admin_url: str) -> None:
+    from clay_pipelines.db.migrations import migration_status
+
+    pending = [m for m in migration_status(admin_url) if m.applied_at is None]
+    if pending:
+        raise CommandError(
+            f"the database schema is not up to date ({len(pending)} migration(s) pending, first "
+            f"{pending[0].version:03d}_{pending[0].name}): run `clay db migrate`"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# clay db
+
+
+def cmd_db_start(args: argparse.Namespace) -> int:
+    from clay_pipelines.db.targets import resolve_target
+
+    target = resolve_target()
+    if target.mode == "external":
+        _say(f"using {target.description}; nothing to start")
+    else:
+        _say(f"running: {target.description}")
+    return 0
+
+
+def cmd_db_stop(args: argparse.Namespace) -> int:
+    from clay_pipelines.db import embedded
+
+    if os.environ.get("DATABASE_URL"):
+        _say("DATABASE_URL is set: the external database is not ours to stop")
+        return 0
+    was_running = embedded.stop(settings.pgdata_dir())
+    _say(f"stopped the embedded database at {settings.pgdata_dir()}" if was_running else "the embedded database was not running")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    from clay_pipelines.db import embedded
+    from clay_pipelines.db.migrations import migration_status
+    from clay_pipelines.db.targets import resolve_target
+
+    if not os.environ.get("DATABASE_URL") and not embedded.is_running(settings.pgdata_dir()):
+        _say(f"embedded PostgreSQL at {settings.pgdata_dir()}: not running (`clay db start`)")
+        return 0
+    target = resolve_target()
+    statuses = migration_status(target.admin_url)
+    applied = [s for s in statuses if s.applied_at is not None]
+    _say(f"database: {target.description}")
+    _say(f"migrations: {len(applied)} of {len(statuses)} applied")
+    for s in statuses:
+        _say(f"  {s.version:03d}_{s.name}: {s.applied_at.isoformat(timespec='seconds') if s.applied_at else 'pending'}")
+    return 0
+
+
+def cmd_db_url(args: argparse.Namespace) -> int:
+    from clay_pipelines.db.targets import resolve_target
+
+    target = resolve_target()
+    _say(
+        {
+            "admin": target.admin_url,
+            "app": target.app_url,
+            "maintenance": target.maintenance_url,
+            "dagster": target.dagster_url,
+        }[args.role]
+    )
+    return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from clay_pipelines.db.migrations import apply_migrations
+    from clay_pipelines.db.targets import resolve_target
+
+    target = resolve_target()
+    applied = apply_migrations(target.admin_url)
+    if applied:
+        for migration in applied:
+            _say(f"applied {migration.path.name}")
+    else:
+        _say("schema up to date: no migration to apply")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# clay seed / run / dev
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from clay_pipelines.sample_world import WorldParameters, load_world
+
+    if args.scale < 1:
+        raise CommandError(f"--scale must be 1 or more, got {args.scale}", EXIT_BAD_INPUT)
+    db = _database()
+    _require_migrated(os.environ["CLAY_RESOLVED_ADMIN_URL"])
+    with db:
+        summary = load_world(db, WorldParameters(seed=args.seed, scale=args.scale, anchor=args.anchor),
+                             settings.sample_world_dir(), progress=_say)
+    verb = "loaded" if summary.loaded else "already loaded"
+    _say(f"sample world {verb} (seed {summary.seed}, scale {summary.scale}, ending {summary.anchor_date}) "
+         f"in {summary.seconds:.1f} s:")
+    for table, count in summary.row_counts.items():
+        _say(f"  {table:<18} {count:>9,}")
+    _say(f"  payroll inbox      {summary.payroll['documents']} PDFs, {summary.payroll['entries']} entries, "
+         f"{summary.payroll['employees']} employees: {summary.payroll['inbox']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from clay_pipelines.runner import format_report, materialize_everything
+
+    target = activate_environment()
+    _require_migrated(target.admin_url)
+    from clay_pipelines.definitions import defs
+
+    selection = {dg.AssetKey.from_user_string(s) for s in args.select} if args.select else None
+    with dg.DagsterInstance.get() as instance:
+        report = materialize_everything(defs, instance, selection=selection, progress=_say)
+    _say("")
+    _say(format_report(report))
+    if not report.ok:
+        raise CommandError("materialization failed: " + "; ".join(report.failures))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    target = activate_environment()
+    _require_migrated(target.admin_url)
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster), "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-p", str(args.port)]
+    if args.host:
+        command += ["-h", args.host]
+    _say(f"Dagster UI on http://{args.host or '127.0.0.1'}:{args.port} ({target.description})")
+    os.chdir(settings.PROJECT_ROOT)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = commands.add_parser("db", help="the database: start, stop, status, url, migrate")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("start", help="start the embedded PostgreSQL (no-op with DATABASE_URL)").set_defaults(
+        handler=cmd_db_start
+    )
+    db_commands.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(handler=cmd_db_stop)
+    db_commands.add_parser("status", help="which database is in use and which migrations are applied").set_defaults(
+        handler=cmd_db_status
+    )
+    url = db_commands.add_parser("url", help="print the DSN in use")
+    url.add_argument("--role", choices=("admin", "app", "maintenance", "dagster"), default="app",
+                     help="whose connection (default: app, the application role)")
+    url.set_defaults(handler=cmd_db_url)
+    db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(handler=cmd_db_migrate)
+
+    seed = commands.add_parser("seed", help="load the sample world (idempotent)")
+    seed.add_argument("--scale", type=int, default=1, help="size multiplier: 10 gives 200,000 executions (default 1)")
+    seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    seed.add_argument("--anchor", type=_iso_date, default=None, help="the day the world's history ends (default today)")
+    seed.set_defaults(handler=cmd_seed)
+
+    run = commands.add_parser("run", help="materialize every asset, all partitions, and print a summary")
+    run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
+    run.set_defaults(handler=cmd_run)
+
+    dev = commands.add_parser("dev", help="open the Dagster UI on the same database and instance")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--host", default=None)
+    dev.set_defaults(handler=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("CLAY_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CommandError as error:
+        print(f"clay: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        if os.environ.get("CLAY_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"clay: error: {type(error).__name__}: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Connection pools and the only ways the project opens a transaction.
+
+Every transaction states whose data it touches:
+  * tenant_transaction(tenant_id): the application role, app.tenant_id set for this transaction only;
+  * maintenance_transaction(job): the cross-tenant maintenance role, for a named job only;
+  * unscoped_transaction(): the application role with no tenant, which sees nothing under
+    row-level security; used for tenant lookups.
+Role and tenant are set with set_config(..., is_local => true), never with a session-level SET, so
+nothing survives into the next transaction on a pooled connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from uuid import UUID
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool
+
+from clay_pipelines import settings
+
+_log = logging.getLogger(__name__)
+
+_UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
+
+
+class TenantRequiredError(ValueError):
+    """A tenant-scoped transaction was asked for without a tenant."""
+
+
+class UnknownTenantError(LookupError):
+    """No active tenant has that name, domain or id."""
+
+
+class MaintenanceJob(str, Enum):
+    """The jobs allowed to use the cross-tenant maintenance role. Add one here to add a job."""
+
+    SEED_WORLD = "seed_world"
+    PLATFORM_ANALYTICS = "platform_analytics"
+    SYSTEM_ROLLUPS = "system_rollups"
+    LIFECYCLE_PRUNE = "lifecycle_prune"
+
+
+def _configure_connection(conn: psycopg.Connection) -> None:
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        # The vector type does not exist before the first migration; nothing to adapt yet.
+        pass
+
+
+class Database:
+    """Pools for the application and maintenance roles over one PostgreSQL database."""
+
+    def __init__(
+        self,
+        app_dsn: str,
+        maintenance_dsn: str | None = None,
+        *,
+        app_role: str = settings.APP_ROLE,
+        maintenance_role: str = settings.MAINTENANCE_ROLE,
+        max_pool_size: int = 4,
+    ) -> None:
+        self.app_dsn = app_dsn
+        self.maintenance_dsn = maintenance_dsn
+        self.app_role = app_role
+        self.maintenance_role = maintenance_role
+        self.max_pool_size = max_pool_size
+        self._pools: dict[str, ConnectionPool] = {}
+        self._lock = threading.Lock()
+
+    def _pool(self, which: str) -> ConnectionPool:
+        with self._lock:
+            pool = self._pools.get(which)
+            if pool is None:
+                dsn = self.app_dsn if which == "app" else self.maintenance_dsn
+                if not dsn:
+                    raise RuntimeError("no maintenance DSN configured for maintenance jobs")
+                # Fail with the server's own words (wrong password, no such role) rather than a
+                # pool timeout.
+                psycopg.connect(dsn, connect_timeout=10).close()
+                pool = ConnectionPool(
+                    dsn,
+                    min_size=1,
+                    max_size=self.max_pool_size,
+                    kwargs={"autocommit": True},
+                    configure=_configure_connection,
+                    open=False,
+                    name=f"clay-{which}",
+                )
+                pool.open(wait=True, timeout=30)
+                self._pools[which] = pool
+            return pool
+
+    def close(self) -> None:
+        with self._lock:
+            for pool in self._pools.values():
+                pool.close()
+            self._pools.clear()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def tenant_transaction(self, tenant_id: UUID) -> Iterator[psycopg.Connection]:
+        if not isinstance(tenant_id, UUID):
+            raise TenantRequiredError(
+                f"tenant_transaction needs the tenant's UUID, got {tenant_id!r}; resolve names with resolve_tenant()"
+            )
+        with self._pool("app").connection() as conn, conn.transaction():
+            conn.execute(
+                "SELECT set_config('role', %s, true), set_config('app.tenant_id', %s, true)",
+                (self.app_role, str(tenant_id)),
+            )
+            yield conn
+
+    @contextmanager
+    def maintenance_transaction(self, job: MaintenanceJob) -> Iterator[psycopg.Connection]:
+        if not isinstance(job, MaintenanceJob):
+            raise ValueError(f"{job!r} is not a maintenance job; the allowed ones are listed in MaintenanceJob")
+        with self._pool("maintenance").connection() as conn, conn.transaction():
+            conn.execute(
+                "SELECT set_config('role', %s, true), set_config('application_name', %s, true)",
+                (self.maintenance_role, f"clay:{job.value}"),
+            )
+            yield conn
+
+    @contextmanager
+    def unscoped_transaction(self) -> Iterator[psycopg.Connection]:
+        with self._pool("app").connection() as conn, conn.transaction():
+            conn.execute("SELECT set_config('role', %s, true)", (self.app_role,))
+            yield conn
+
+    def resolve_tenant(self, reference: str | UUID) -> UUID:
+        """A tenant's id from its id, name or domain; UnknownTenantError if there is no such active tenant."""
+        if isinstance(reference, UUID) or _UUID_TEXT.match(str(reference)):
+            tenant_id = UUID(str(reference))
+            with self.tenant_transaction(tenant_id) as conn:
+                row = conn.execute("SELECT id FROM tenants WHERE id = %s AND is_active", (tenant_id,)).fetchone()
+        else:
+            with self.unscoped_transaction() as conn:
+                row = conn.execute("SELECT clay_admin.tenant_id_for(%s)", (reference,)).fetchone()
+                row = row if row and row[0] else None
+        if row is None:
+            raise UnknownTenantError(f"unknown tenant {str(reference)!r}: no active tenant has that id, name or domain")
+        return row[0]
+
+    def tenant_ids(self) -> list[UUID]:
+        """Every active tenant, for jobs that fan out per tenant (a listing, not access to their data)."""
+        with self.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM tenants WHERE is_active ORDER BY created_at, id")]

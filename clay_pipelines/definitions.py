@@ -1,0 +1,44 @@
+"""The one root: every asset, check, job, schedule, sensor and resource, and the policies applied
+to all of them (executor, retries, the automation sensor)."""
+
+
+import dagster as dg
+
+from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS
+from clay_pipelines.resources import PostgresResource
+
+# Transient failures (a dropped connection, a busy database) get three more tries with growing,
+# jittered waits; run-level retries for everything launched from the UI are set in dagster.yaml.
+DEFAULT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+ALL_ASSETS = [*EXTERNAL_ASSETS, *MONITORING_ASSETS]
+
+monitoring_job = dg.define_asset_job(
+    "platform_monitoring",
+    selection=dg.AssetSelection.groups("monitoring"),
+    description="Tool health and budget usage, on demand.",
+    op_retry_policy=DEFAULT_RETRY_POLICY,
+)
+
+# Assets declare *when* they should run (AutomationCondition); this sensor, on by default, acts on it.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[monitoring_job],
+    sensors=[automation_sensor],
+    resources={
+        "postgres": PostgresResource(
+            app_dsn=dg.EnvVar("CLAY_APP_DSN"),
+            maintenance_dsn=dg.EnvVar("CLAY_MAINTENANCE_DSN"),
+        ),
+    },
+    # Two cores: two processes at most.
+    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
+)

@@ -1,0 +1,1 @@
+"""Platform monitoring: the specification's monitoring queries over telemetry and budgets."""

@@ -1,0 +1,167 @@
+"""Dagster wiring for platform monitoring, and the external assets other programs write."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from clay_pipelines.db import MaintenanceJob
+from clay_pipelines.platform import monitoring
+from clay_pipelines.resources import PostgresResource
+
+OWNERS = ["team:platform"]
+
+# Written by other programs: lineage starts where the data really starts.
+executions_table = dg.AssetSpec(
+    key=["platform", "executions"],
+    description="Every Clay routing decision and its outcome, written by the router (skills/clay-consigliere).",
+    group_name="platform",
+    kinds={"postgres"},
+    owners=OWNERS,
+    metadata={"table": "public.executions", "written_by": "clay-consigliere router"},
+)
+mcp_telemetry_table = dg.AssetSpec(
+    key=["platform", "mcp_telemetry_log"],
+    description="Every MCP tool call (BambooHR, Notion, memvid, ...), written by the MCP servers.",
+    group_name="platform",
+    kinds={"postgres"},
+    owners=OWNERS,
+    metadata={"table": "public.mcp_telemetry_log", "written_by": "MCP servers"},
+)
+resources_table = dg.AssetSpec(
+    key=["platform", "resources"],
+    description="Budget windows per tenant (hourly to monthly), reserved and used by the platform's billing.",
+    group_name="platform",
+    kinds={"postgres"},
+    owners=OWNERS,
+    metadata={"table": "public.resources", "written_by": "platform billing"},
+)
+systems_registry = dg.AssetSpec(
+    key=["platform", "systems"],
+    description="The skills registry: one row per skill with its constitution (MANIFEST.json).",
+    group_name="platform",
+    kinds={"postgres"},
+    owners=OWNERS,
+    metadata={"table": "public.systems", "written_by": "skill deployments"},
+)
+
+EXTERNAL_ASSETS = [executions_table, mcp_telemetry_table, resources_table, systems_registry]
+
+HEALTH_WINDOW = timedelta(days=7)
+
+
+def _markdown_table(headers: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dg.asset(
+    key=["monitoring", "tool_health"],
+    deps=[mcp_telemetry_table],
+    group_name="monitoring",
+    kinds={"postgres", "python"},
+    owners=OWNERS,
+    description="Error rate and latency per MCP server and tool over the last 7 days (the spec's monitoring queries).",
+    check_specs=[
+        dg.AssetCheckSpec("no_slow_tools", asset=["monitoring", "tool_health"],
+                          description="No tool averages over 5 s on successful calls."),
+        dg.AssetCheckSpec("error_rates_below_10_percent", asset=["monitoring", "tool_health"],
+                          description="No tool fails more than 10% of its calls."),
+    ],
+    automation_condition=dg.AutomationCondition.on_cron("0 * * * *"),
+    pool="postgres",
+)
+def tool_health(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    until = datetime.now(UTC)
+    with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+        health = monitoring.tool_health(conn, until - HEALTH_WINDOW, until)
+    slow = [h for h in health if h.slow]
+    error_prone = [h for h in health if h.error_prone]
+    for h in error_prone:
+        context.log.warning(f"{h.server_name}/{h.tool_name}: {h.error_rate}% of {h.total_calls} calls failed")
+    table = _markdown_table(
+        ["server", "tool", "calls", "errors", "error %", "avg ms", "p95 ms"],
+        [[h.server_name, h.tool_name, h.total_calls, h.errors, h.error_rate, h.avg_ms, h.p95_ms] for h in health],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "tools": len(health),
+            "calls": sum(h.total_calls for h in health),
+            "window": f"{(until - HEALTH_WINDOW).isoformat(timespec='minutes')} .. {until.isoformat(timespec='minutes')}",
+            "tool_health": dg.MetadataValue.md(table),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_slow_tools",
+                passed=not slow,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"slow_tools": ", ".join(f"{h.server_name}/{h.tool_name} ({h.avg_ms} ms)" for h in slow)},
+            ),
+            dg.AssetCheckResult(
+                check_name="error_rates_below_10_percent",
+                passed=not error_prone,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "error_prone_tools": ", ".join(
+                        f"{h.server_name}/{h.tool_name} ({h.error_rate}%)" for h in error_prone
+                    )
+                },
+            ),
+        ],
+    )
+
+
+@dg.asset(
+    key=["monitoring", "budget_usage"],
+    deps=[resources_table],
+    group_name="monitoring",
+    kinds={"postgres", "python"},
+    owners=OWNERS,
+    description="Usage of every open budget window; windows past their alert threshold are alerted once.",
+    check_specs=[
+        dg.AssetCheckSpec("no_budget_overdrawn", asset=["monitoring", "budget_usage"],
+                          description="No open budget window has a negative available amount."),
+    ],
+    automation_condition=dg.AutomationCondition.on_cron("*/15 * * * *"),
+    pool="postgres",
+)
+def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    now = datetime.now(UTC)
+    with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+        usage = monitoring.open_budget_usage(conn, now)
+        to_alert = [u for u in usage if u.over_threshold and not u.alert_sent]
+        alerted = monitoring.mark_alerts_sent(conn, [u.resource_id for u in to_alert])
+    for u in to_alert:
+        context.log.warning(
+            f"budget alert: {u.tenant_name} {u.window_type} {u.resource_type} at {u.usage_percent}% "
+            f"(threshold {u.alert_threshold * 100}%)"
+        )
+    overdrawn = [u for u in usage if u.available < 0]
+    table = _markdown_table(
+        ["tenant", "resource", "window", "budget", "used", "reserved", "available", "usage %", "alerted"],
+        [
+            [u.tenant_name, u.resource_type, u.window_type, u.total_budget, round(u.used, 2), u.reserved,
+             round(u.available, 2), u.usage_percent, "yes" if u.alert_sent or u in to_alert else ""]
+            for u in usage
+        ],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "open_windows": len(usage),
+            "over_threshold": sum(1 for u in usage if u.over_threshold),
+            "alerts_sent_now": alerted,
+            "rows_written": alerted,
+            "budget_usage": dg.MetadataValue.md(table),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_budget_overdrawn",
+                passed=not overdrawn,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"overdrawn": ", ".join(f"{u.tenant_name} {u.resource_type} {u.window_type}" for u in overdrawn)},
+            )
+        ],
+    )
+
+
+MONITORING_ASSETS = [tool_health, budget_usage]

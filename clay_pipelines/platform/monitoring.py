@@ -1,0 +1,102 @@
+"""The specification's monitoring queries, as plain functions over a connection.
+
+Cross-tenant by nature (they rank tools and tenants), so callers run them in a
+maintenance transaction for the PLATFORM_ANALYTICS job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+import psycopg
+
+SLOW_TOOL_MS = 5000  # the specification's "slow tools (> 5 seconds)"
+ERROR_RATE_ALERT = Decimal("10")  # percent
+
+
+@dataclass(frozen=True)
+class ToolHealth:
+    server_name: str
+    tool_name: str
+    total_calls: int
+    errors: int
+    error_rate: Decimal  # percent, 2 decimals, as the specification's query rounds it
+    avg_ms: Decimal | None  # over successful calls
+    p95_ms: Decimal | None
+
+    @property
+    def slow(self) -> bool:
+        return self.avg_ms is not None and self.avg_ms > SLOW_TOOL_MS
+
+    @property
+    def error_prone(self) -> bool:
+        return self.error_rate > ERROR_RATE_ALERT
+
+
+def tool_health(conn: psycopg.Connection, since: datetime, until: datetime) -> list[ToolHealth]:
+    """Error rate by tool and average latency of successful calls, worst error rate first."""
+    rows = conn.execute(
+        """
+        SELECT server_name, tool_name,
+               count(*) AS total_calls,
+               count(*) FILTER (WHERE success = false) AS errors,
+               round(100.0 * count(*) FILTER (WHERE success = false) / count(*), 2) AS error_rate,
+               round(avg(execution_time_ms) FILTER (WHERE success = true), 1) AS avg_ms,
+               round((percentile_cont(0.95) WITHIN GROUP (ORDER BY execution_time_ms)
+                      FILTER (WHERE success = true))::numeric, 1) AS p95_ms
+        FROM mcp_telemetry_log
+        WHERE timestamp >= %s AND timestamp < %s
+        GROUP BY server_name, tool_name
+        ORDER BY error_rate DESC, server_name, tool_name
+        """,
+        (since, until),
+    ).fetchall()
+    return [ToolHealth(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    resource_id: UUID
+    tenant_name: str
+    resource_type: str
+    window_type: str
+    total_budget: Decimal
+    used: Decimal
+    reserved: Decimal
+    available: Decimal
+    usage_percent: Decimal
+    alert_threshold: Decimal
+    alert_sent: bool
+
+    @property
+    def over_threshold(self) -> bool:
+        return self.usage_percent >= self.alert_threshold * 100
+
+
+def open_budget_usage(conn: psycopg.Connection, at: datetime) -> list[BudgetUsage]:
+    """Every budget window open at `at`, with its usage; the specification's alert query, all windows."""
+    rows = conn.execute(
+        """
+        SELECT r.id, t.name, r.resource_type, r.window_type, r.total_budget, r.used, r.reserved, r.available,
+               round(100.0 * (r.used + r.reserved) / NULLIF(r.total_budget, 0), 2) AS usage_percent,
+               r.alert_threshold, r.alert_sent
+        FROM resources r
+        JOIN tenants t ON r.tenant_id = t.id
+        WHERE r.window_start <= %s AND r.window_end > %s
+        ORDER BY usage_percent DESC NULLS LAST, t.name, r.resource_type, r.window_type
+        """,
+        (at, at),
+    ).fetchall()
+    return [BudgetUsage(*row[:8], row[8] if row[8] is not None else Decimal(0), *row[9:]) for row in rows]
+
+
+def mark_alerts_sent(conn: psycopg.Connection, resource_ids: list[UUID]) -> int:
+    """Record that an alert went out; only rows not yet alerted change, so re-runs alert once."""
+    cursor = conn.execute(
+        "UPDATE resources SET alert_sent = true, updated_at = now() WHERE id = ANY(%s) AND NOT alert_sent",
+        (resource_ids,),
+    )
+    return cursor.rowcount
