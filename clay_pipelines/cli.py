@@ -4,6 +4,7 @@
   clay seed [--scale N] [--seed S]        load the sample world
   clay run                                materialize every asset, headless
   clay dev                                the Dagster UI on the same database and instance
+  clay env                                shell exports for plain `dagster` commands
 
 Errors are one line on stderr and a non-zero exit (CLAY_DEBUG=1 shows the traceback).
 """
@@ -59,7 +60,7 @@ def activate_environment(start_embedded: bool = True):  # noqa: ANN201 - Databas
     return target
 
 
-def _database():  # noqa: ANN202 - Database
+def _database():
     from clay_pipelines.db import Database
 
     target = activate_environment()
@@ -99,7 +100,11 @@ def cmd_db_stop(args: argparse.Namespace) -> int:
         _say("DATABASE_URL is set: the external database is not ours to stop")
         return 0
     was_running = embedded.stop(settings.pgdata_dir())
-    _say(f"stopped the embedded database at {settings.pgdata_dir()}" if was_running else "the embedded database was not running")
+    _say(
+        f"stopped the embedded database at {settings.pgdata_dir()}"
+        if was_running
+        else "the embedded database was not running"
+    )
     return 0
 
 
@@ -136,6 +141,17 @@ def cmd_db_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    """Shell exports that let plain `dagster` commands reach the same database and instance."""
+    import shlex
+
+    target = activate_environment()
+    variables = {**target.as_environment(), "DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    for name, value in variables.items():
+        _say(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     from clay_pipelines.db.migrations import apply_migrations
     from clay_pipelines.db.targets import resolve_target
@@ -162,15 +178,23 @@ def cmd_seed(args: argparse.Namespace) -> int:
     db = _database()
     _require_migrated(os.environ["CLAY_RESOLVED_ADMIN_URL"])
     with db:
-        summary = load_world(db, WorldParameters(seed=args.seed, scale=args.scale, anchor=args.anchor),
-                             settings.sample_world_dir(), progress=_say)
+        summary = load_world(
+            db,
+            WorldParameters(seed=args.seed, scale=args.scale, anchor=args.anchor),
+            settings.sample_world_dir(),
+            progress=_say,
+        )
     verb = "loaded" if summary.loaded else "already loaded"
-    _say(f"sample world {verb} (seed {summary.seed}, scale {summary.scale}, ending {summary.anchor_date}) "
-         f"in {summary.seconds:.1f} s:")
+    _say(
+        f"sample world {verb} (seed {summary.seed}, scale {summary.scale}, ending {summary.anchor_date}) "
+        f"in {summary.seconds:.1f} s:"
+    )
     for table, count in summary.row_counts.items():
         _say(f"  {table:<18} {count:>9,}")
-    _say(f"  payroll inbox      {summary.payroll['documents']} PDFs, {summary.payroll['entries']} entries, "
-         f"{summary.payroll['employees']} employees: {summary.payroll['inbox']}")
+    _say(
+        f"  payroll inbox      {summary.payroll['documents']} PDFs, {summary.payroll['entries']} entries, "
+        f"{summary.payroll['employees']} employees: {summary.payroll['inbox']}"
+    )
     return 0
 
 
@@ -217,7 +241,9 @@ def _iso_date(text: str) -> date:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="clay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     db = commands.add_parser("db", help="the database: start, stop, status, url, migrate")
@@ -230,8 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         handler=cmd_db_status
     )
     url = db_commands.add_parser("url", help="print the DSN in use")
-    url.add_argument("--role", choices=("admin", "app", "maintenance", "dagster"), default="app",
-                     help="whose connection (default: app, the application role)")
+    url.add_argument(
+        "--role",
+        choices=("admin", "app", "maintenance", "dagster"),
+        default="app",
+        help="whose connection (default: app, the application role)",
+    )
     url.set_defaults(handler=cmd_db_url)
     db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(handler=cmd_db_migrate)
 
@@ -244,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="materialize every asset, all partitions, and print a summary")
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
     run.set_defaults(handler=cmd_run)
+
+    commands.add_parser(
+        "env", help='print shell exports for plain `dagster` commands: eval "$(clay env)"'
+    ).set_defaults(handler=cmd_env)
 
     dev = commands.add_parser("dev", help="open the Dagster UI on the same database and instance")
     dev.add_argument("--port", type=int, default=3000)

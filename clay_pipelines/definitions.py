@@ -1,7 +1,6 @@
 """The one root: every asset, check, job, schedule, sensor and resource, and the policies applied
 to all of them (executor, retries, the automation sensor)."""
 
-
 import dagster as dg
 
 from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS

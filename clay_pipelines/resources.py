@@ -1,6 +1,5 @@
 """Dagster resources. Thin: the logic lives in the domain packages and in clay_pipelines.db."""
 
-
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID

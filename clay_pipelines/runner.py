@@ -42,18 +42,27 @@ class RunReport:
 _QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
-def _batches(defs: dg.Definitions, selection: set[dg.AssetKey] | None) -> list[tuple[PartitionsDefinition | None, list[dg.AssetKey]]]:
+def _single_run(node: object) -> bool:
+    policy = node.backfill_policy  # type: ignore[attr-defined]
+    return policy is not None and policy.max_partitions_per_run is None
+
+
+def _batches(
+    defs: dg.Definitions, selection: set[dg.AssetKey] | None
+) -> list[tuple[PartitionsDefinition | None, bool, list[dg.AssetKey]]]:
+    """Neighbours in topological order that share a partitioning and a backfill style run together."""
     graph = defs.resolve_asset_graph()
-    batches: list[tuple[PartitionsDefinition | None, list[dg.AssetKey]]] = []
+    batches: list[tuple[PartitionsDefinition | None, bool, list[dg.AssetKey]]] = []
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
         if not node.is_materializable or (selection is not None and key not in selection):
             continue
         partitions_def = node.partitions_def
-        if batches and batches[-1][0] == partitions_def:
-            batches[-1][1].append(key)
+        single_run = partitions_def is not None and _single_run(node)
+        if batches and batches[-1][0] == partitions_def and batches[-1][1] == single_run:
+            batches[-1][2].append(key)
         else:
-            batches.append((partitions_def, [key]))
+            batches.append((partitions_def, single_run, [key]))
     return batches
 
 
@@ -66,9 +75,11 @@ def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]
             continue
         if event.event_type == dg.DagsterEventType.STEP_START:
             starts[event.step_key] = entry.timestamp
-        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
-            if event.step_key in starts:
-                seconds[event.step_key] += entry.timestamp - starts.pop(event.step_key)
+        elif (
+            event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
+            and event.step_key in starts
+        ):
+            seconds[event.step_key] += entry.timestamp - starts.pop(event.step_key)
     return seconds
 
 
@@ -84,7 +95,7 @@ def materialize_everything(
     summaries: dict[dg.AssetKey, AssetSummary] = {}
     report = RunReport()
 
-    for partitions_def, keys in _batches(defs, selection):
+    for partitions_def, single_run, keys in _batches(defs, selection):
         for key in keys:
             summaries[key] = AssetSummary(key.to_user_string())
         runs: list[dict[str, object]] = []
@@ -95,10 +106,6 @@ def materialize_everything(
             if not partition_keys:
                 progress(f"{', '.join(k.to_user_string() for k in keys)}: no partitions yet, skipped")
                 continue
-            single_run = all(
-                (policy := graph.get(k).backfill_policy) is not None and policy.max_partitions_per_run is None
-                for k in keys
-            )
             if single_run:
                 runs.append(
                     {
@@ -114,8 +121,11 @@ def materialize_everything(
         names = ", ".join(k.to_user_string() for k in keys)
         progress(f"materializing {names} ({'unpartitioned' if partitions_def is None else f'{len(runs)} run(s)'})")
         for run_args in runs:
+            # Only this batch's assets: upstream ones are dependencies already materialized, and a job
+            # mixing backfill policies would fall back to one partition per run.
+            batch_defs = [a for a in assets_defs if set(a.keys) & set(keys)]
             result = dg.materialize(
-                assets_defs,
+                batch_defs,
                 selection=keys,
                 instance=instance,
                 raise_on_error=False,
@@ -124,21 +134,28 @@ def materialize_everything(
             )
             report.run_ids.append(result.run_id)
             step_seconds = _step_seconds(instance, result.run_id)
+            # A run over a partition range reports one materialization per partition, all carrying the
+            # step's metadata: count partitions each time, rows and seconds once per step.
+            counted: set[tuple[str, dg.AssetKey]] = set()
             for event in result.get_asset_materialization_events():
                 materialization = event.event_specific_data.materialization  # type: ignore[union-attr]
-                summary = summaries.setdefault(
-                    materialization.asset_key, AssetSummary(materialization.asset_key.to_user_string())
-                )
+                key = materialization.asset_key
+                summary = summaries.setdefault(key, AssetSummary(key.to_user_string()))
                 summary.partitions += 1
+                step = event.step_key or ""
+                if (step, key) in counted:
+                    continue
+                counted.add((step, key))
                 rows = materialization.metadata.get("rows_written")
                 if rows is not None:
                     summary.rows_written += int(rows.value)  # type: ignore[arg-type]
-                summary.seconds += step_seconds.get(event.step_key or "", 0.0)
-                step_seconds.pop(event.step_key or "", None)  # a multi-asset step is counted once
+                summary.seconds += step_seconds.pop(step, 0.0)  # a multi-asset step is counted once
             if not result.success:
                 for event in result.get_step_failure_events():
                     error = event.step_failure_data.error  # type: ignore[union-attr]
-                    message = error.message.strip().splitlines()[-1] if error else "failed"
+                    while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
+                        error = error.cause
+                    message = error.message.strip().splitlines()[0] if error else "failed"
                     report.failures.append(f"{event.step_key}: {message}")
                 for key in keys:
                     if summaries[key].partitions == 0:

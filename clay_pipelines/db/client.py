@@ -11,12 +11,13 @@ nothing survives into the next transaction on a pooled connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from uuid import UUID
 
 import psycopg
@@ -38,7 +39,7 @@ class UnknownTenantError(LookupError):
     """No active tenant has that name, domain or id."""
 
 
-class MaintenanceJob(str, Enum):
+class MaintenanceJob(StrEnum):
     """The jobs allowed to use the cross-tenant maintenance role. Add one here to add a job."""
 
     SEED_WORLD = "seed_world"
@@ -48,11 +49,9 @@ class MaintenanceJob(str, Enum):
 
 
 def _configure_connection(conn: psycopg.Connection) -> None:
-    try:
+    # The vector type does not exist before the first migration; nothing to adapt yet.
+    with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
-    except psycopg.ProgrammingError:
-        # The vector type does not exist before the first migration; nothing to adapt yet.
-        pass
 
 
 class Database:

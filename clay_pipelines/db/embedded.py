@@ -27,7 +27,7 @@ class EmbeddedServer:
         return f"{scheme}://{user or self.superuser}@/{database}?host={self.socket_dir}"
 
 
-def _quiet_import():  # noqa: ANN202 - module object
+def _quiet_import():
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless here.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

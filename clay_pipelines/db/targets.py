@@ -76,12 +76,9 @@ def resolve_target(start_embedded: bool = True) -> DatabaseTarget:
     if external:
         if not external.startswith(("postgresql://", "postgres://")):
             raise ConfigurationError(
-                "DATABASE_URL must be a postgresql:// URL, got one starting with "
-                f"{external.split(':', 1)[0]!r}"
+                f"DATABASE_URL must be a postgresql:// URL, got one starting with {external.split(':', 1)[0]!r}"
             )
-        dagster_url = os.environ.get("DAGSTER_PG_URL") or _with_query(
-            external, options="-csearch_path=dagster"
-        )
+        dagster_url = os.environ.get("DAGSTER_PG_URL") or _with_query(external, options="-csearch_path=dagster")
         host = urlsplit(external).hostname or "local socket"
         return DatabaseTarget(
             mode="external",

@@ -63,10 +63,16 @@ def _markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     owners=OWNERS,
     description="Error rate and latency per MCP server and tool over the last 7 days (the spec's monitoring queries).",
     check_specs=[
-        dg.AssetCheckSpec("no_slow_tools", asset=["monitoring", "tool_health"],
-                          description="No tool averages over 5 s on successful calls."),
-        dg.AssetCheckSpec("error_rates_below_10_percent", asset=["monitoring", "tool_health"],
-                          description="No tool fails more than 10% of its calls."),
+        dg.AssetCheckSpec(
+            "no_slow_tools",
+            asset=["monitoring", "tool_health"],
+            description="No tool averages over 5 s on successful calls.",
+        ),
+        dg.AssetCheckSpec(
+            "error_rates_below_10_percent",
+            asset=["monitoring", "tool_health"],
+            description="No tool fails more than 10% of its calls.",
+        ),
     ],
     automation_condition=dg.AutomationCondition.on_cron("0 * * * *"),
     pool="postgres",
@@ -119,8 +125,11 @@ def tool_health(context: dg.AssetExecutionContext, postgres: PostgresResource) -
     owners=OWNERS,
     description="Usage of every open budget window; windows past their alert threshold are alerted once.",
     check_specs=[
-        dg.AssetCheckSpec("no_budget_overdrawn", asset=["monitoring", "budget_usage"],
-                          description="No open budget window has a negative available amount."),
+        dg.AssetCheckSpec(
+            "no_budget_overdrawn",
+            asset=["monitoring", "budget_usage"],
+            description="No open budget window has a negative available amount.",
+        ),
     ],
     automation_condition=dg.AutomationCondition.on_cron("*/15 * * * *"),
     pool="postgres",
@@ -140,8 +149,17 @@ def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) 
     table = _markdown_table(
         ["tenant", "resource", "window", "budget", "used", "reserved", "available", "usage %", "alerted"],
         [
-            [u.tenant_name, u.resource_type, u.window_type, u.total_budget, round(u.used, 2), u.reserved,
-             round(u.available, 2), u.usage_percent, "yes" if u.alert_sent or u in to_alert else ""]
+            [
+                u.tenant_name,
+                u.resource_type,
+                u.window_type,
+                u.total_budget,
+                round(u.used, 2),
+                u.reserved,
+                round(u.available, 2),
+                u.usage_percent,
+                "yes" if u.alert_sent or u in to_alert else "",
+            ]
             for u in usage
         ],
     )
@@ -158,7 +176,9 @@ def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) 
                 check_name="no_budget_overdrawn",
                 passed=not overdrawn,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={"overdrawn": ", ".join(f"{u.tenant_name} {u.resource_type} {u.window_type}" for u in overdrawn)},
+                metadata={
+                    "overdrawn": ", ".join(f"{u.tenant_name} {u.resource_type} {u.window_type}" for u in overdrawn)
+                },
             )
         ],
     )

@@ -51,8 +51,22 @@ class WorldParameters:
 
 
 _KEYBOARD_NEIGHBOURS = {
-    "a": "qs", "e": "wr", "i": "uo", "o": "ip", "u": "yi", "s": "ad", "r": "et", "t": "ry", "n": "bm",
-    "l": "k", "c": "xv", "d": "sf", "p": "o", "m": "n", "y": "tu", "h": "gj",
+    "a": "qs",
+    "e": "wr",
+    "i": "uo",
+    "o": "ip",
+    "u": "yi",
+    "s": "ad",
+    "r": "et",
+    "t": "ry",
+    "n": "bm",
+    "l": "k",
+    "c": "xv",
+    "d": "sf",
+    "p": "o",
+    "m": "n",
+    "y": "tu",
+    "h": "gj",
 }
 
 

@@ -20,21 +20,61 @@ from clay_pipelines.sample_world import catalog, generator, payroll_docs
 _log = logging.getLogger(__name__)
 
 EXECUTION_COLUMNS = (
-    "id", "tenant_id", "system_id", "system_name", "user_request", "routing_path", "routing_confidence",
-    "input_data", "output_data", "governance_check", "status", "error_message", "started_at", "completed_at",
-    "cost_usd", "user_satisfaction", "user_feedback", "should_retry_with_different_path",
-    "suggested_improvements", "last_accessed_at", "access_count",
+    "id",
+    "tenant_id",
+    "system_id",
+    "system_name",
+    "user_request",
+    "routing_path",
+    "routing_confidence",
+    "input_data",
+    "output_data",
+    "governance_check",
+    "status",
+    "error_message",
+    "started_at",
+    "completed_at",
+    "cost_usd",
+    "user_satisfaction",
+    "user_feedback",
+    "should_retry_with_different_path",
+    "suggested_improvements",
+    "last_accessed_at",
+    "access_count",
 )
 TELEMETRY_COLUMNS = (
-    "id", "tenant_id", "server_name", "tool_name", "input_data", "execution_time_ms", "success",
-    "error_message", "timestamp",
+    "id",
+    "tenant_id",
+    "server_name",
+    "tool_name",
+    "input_data",
+    "execution_time_ms",
+    "success",
+    "error_message",
+    "timestamp",
 )
 RESOURCE_COLUMNS = (
-    "id", "tenant_id", "resource_type", "window_type", "window_start", "window_end", "total_budget", "used",
-    "reserved", "system_quotas", "alert_threshold", "alert_sent", "created_at", "updated_at",
+    "id",
+    "tenant_id",
+    "resource_type",
+    "window_type",
+    "window_start",
+    "window_end",
+    "total_budget",
+    "used",
+    "reserved",
+    "system_quotas",
+    "alert_threshold",
+    "alert_sent",
+    "created_at",
+    "updated_at",
 )
 JSON_COLUMNS = {
-    "input_data", "output_data", "governance_check", "suggested_improvements", "system_quotas",
+    "input_data",
+    "output_data",
+    "governance_check",
+    "suggested_improvements",
+    "system_quotas",
 }
 # Tables holding the sample tenants' generated data, cleared when a different world replaces it.
 WORLD_TABLES = ("executions", "mcp_telemetry_log", "resources")
@@ -51,18 +91,14 @@ class LoadSummary:
     seconds: float
 
 
-def _copy_rows(
-    conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]
-) -> int:
+def _copy_rows(conn: psycopg.Connection, table: str, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> int:
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     count = 0
     with conn.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
-            copy.write_row(
-                [Jsonb(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c] for c in columns]
-            )
+            copy.write_row([Jsonb(row[c]) if c in JSON_COLUMNS and row[c] is not None else row[c] for c in columns])
             count += 1
     return count
 
@@ -77,8 +113,14 @@ def _upsert_tenants_and_systems(conn: psycopg.Connection) -> None:
               subscription_tier = EXCLUDED.subscription_tier, max_users = EXCLUDED.max_users,
               max_monthly_budget = EXCLUDED.max_monthly_budget, is_active = true
             """,
-            (generator.tenant_id(spec), spec.name, spec.domain, spec.subscription_tier, spec.max_users,
-             spec.max_monthly_budget),
+            (
+                generator.tenant_id(spec),
+                spec.name,
+                spec.domain,
+                spec.subscription_tier,
+                spec.max_users,
+                spec.max_monthly_budget,
+            ),
         )
     for system in catalog.SYSTEMS:
         conn.execute(
@@ -92,9 +134,18 @@ def _upsert_tenants_and_systems(conn: psycopg.Connection) -> None:
               api_key_required = EXCLUDED.api_key_required, depends_on = EXCLUDED.depends_on,
               updated_at = now()
             """,
-            (generator.system_id(system.name), system.name, system.type, system.description,
-             list(system.capabilities), Jsonb(system.constitution()), system.deployment_type, system.endpoint_url,
-             system.api_key_required, [generator.system_id(d) for d in system.depends_on]),
+            (
+                generator.system_id(system.name),
+                system.name,
+                system.type,
+                system.description,
+                list(system.capabilities),
+                Jsonb(system.constitution()),
+                system.deployment_type,
+                system.endpoint_url,
+                system.api_key_required,
+                [generator.system_id(d) for d in system.depends_on],
+            ),
         )
 
 
@@ -128,7 +179,12 @@ def load_world(
             payroll = payroll_docs.generate_payroll_world(world_dir / "payroll", params.seed, anchor)
             progress(f"sample world (seed {params.seed}, scale {params.scale}) already loaded; nothing to write")
             return LoadSummary(
-                False, params.seed, params.scale, anchor.isoformat(), _row_counts(conn), payroll,
+                False,
+                params.seed,
+                params.scale,
+                anchor.isoformat(),
+                _row_counts(conn),
+                payroll,
                 time.perf_counter() - started,
             )
 
