@@ -231,6 +231,40 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# clay payroll
+
+
+def cmd_payroll_extract(args: argparse.Namespace) -> int:
+    import json
+
+    from clay_pipelines.payroll.extract import extract_document
+    from clay_pipelines.payroll.triage import UnreadableDocument
+
+    path = Path(args.file)
+    try:
+        extraction = extract_document(path, password=args.password, configured_currency=args.currency)
+    except UnreadableDocument as error:
+        raise CommandError(f"{path}: {error.detail}", EXIT_BAD_INPUT) from error
+    if args.json:
+        print(json.dumps(extraction.as_json(), indent=2, ensure_ascii=False))
+        return 0
+    _say(
+        f"{extraction.source_file}: {extraction.pages} page(s), template {extraction.template or '(generic)'}, "
+        f"{len(extraction.entries)} entries"
+    )
+    for entry in extraction.entries:
+        _say(
+            f"  p{entry.page}  {entry.date or ''!s:<10}  {entry.amount:>14,}  {entry.currency or '':<3}  "
+            f"{entry.employee_id or '':<8}  {entry.employee_name}"
+        )
+    for total in extraction.printed_totals:
+        _say(f"  printed total (p{total.page}): {total.amount:,} {total.currency or ''}  [{total.label}]")
+    for warning in extraction.warnings:
+        _say(f"  warning: {warning}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _iso_date(text: str) -> date:
@@ -274,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="materialize every asset, all partitions, and print a summary")
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
     run.set_defaults(handler=cmd_run)
+
+    payroll = commands.add_parser("payroll", help="payroll PDFs: extract")
+    payroll_commands = payroll.add_subparsers(dest="payroll_command", required=True, metavar="ACTION")
+    extract = payroll_commands.add_parser("extract", help="extract a payroll PDF's entries (no database)")
+    extract.add_argument("file", help="the PDF")
+    extract.add_argument("--password", default=None, help="password of an encrypted PDF")
+    extract.add_argument("--currency", default=None, help="ISO currency for amounts printed without one")
+    extract.add_argument("--json", action="store_true", help="print JSON (amounts as decimal strings, ISO dates)")
+    extract.set_defaults(handler=cmd_payroll_extract)
 
     commands.add_parser(
         "env", help='print shell exports for plain `dagster` commands: eval "$(clay env)"'

@@ -344,8 +344,8 @@ class TruthEntry:
 
 
 class _Pdf(FPDF):
-    def __init__(self, title: str, created: datetime) -> None:
-        super().__init__(orientation="P", unit="mm", format="Letter")
+    def __init__(self, title: str, created: datetime, orientation: str = "P") -> None:
+        super().__init__(orientation=orientation, unit="mm", format="Letter")
         self.set_creation_date(created)
         self.set_title(title)
         self.set_author("OMS Consulting Payroll")
@@ -363,11 +363,12 @@ def _register_pdf(
     path: Path, pay_date: date, period: tuple[date, date], rows: list[tuple[Employee, str, Decimal, Decimal]]
 ) -> list[TruthEntry]:
     created = datetime(pay_date.year, pay_date.month, pay_date.day, 9, 0, tzinfo=UTC)
-    pdf = _Pdf(f"Payroll register {pay_date.isoformat()}", created)
+    # Landscape: the Reference column must hold "Contractor - XY Advisory LLC" without clipping.
+    pdf = _Pdf(f"Payroll register {pay_date.isoformat()}", created, orientation="L")
     pdf.set_font("Helvetica", size=8)
     headers = ("Emp No", "Employee Name", "Department", "Pay Date", "Gross Pay", "Deductions", "Net Pay", "Reference")
-    widths = (15, 44, 22, 18, 20, 19, 20, 34)
-    rows_per_page = 28
+    widths = (16, 52, 26, 20, 24, 22, 24, 71)
+    rows_per_page = 24
     truth: list[TruthEntry] = []
     total = Decimal(0)
     pages = [rows[i : i + rows_per_page] for i in range(0, len(rows), rows_per_page)]

@@ -1,0 +1,690 @@
+"""The generic extractor: payment rows from layouts no template knows.
+
+1. Find the header by its words (name, payee, apellido/nombre; amount, net pay, importe; date,
+   fecha; emp no, ...) and give each column a role.
+2. Read the rows under it:
+   * ruled tables through pdfplumber's line strategy (cells that wrap stay one cell);
+   * borderless tables from words in content-stream order, grouped into runs: text that overflows
+     its column (and is clipped on the rendered page) stays with the column it starts in, so it
+     never lands in the amount column.
+3. Lines without an amount continue the row above (wrapped cells); total and subtotal rows are
+   recorded for reconciliation, never returned as entries; a repeated header starts a new page of
+   the same table; a ledger without a payee column takes the party printed above the table.
+Amounts are never invented: a document whose rows carry none gives no entries and a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import pdfplumber
+
+from clay_pipelines.payroll import values
+from clay_pipelines.payroll.model import Entry, Extraction, PrintedTotal
+
+WORD_X_TOLERANCE = 1.5  # pdfplumber's default 3 glues tightly kerned words ("BAIN,JMATTHEW")
+TOTAL_LABEL = re.compile(
+    r"(?i)^\s*(grand\s+|page\s+|report\s+)?(sub[\s-]?)?totals?\b|\btotal\s+(paid|disbursed|net|amount|general)\b"
+)
+NON_ENTRY_LABEL = re.compile(
+    r"(?i)\b(opening|closing)\s+balance\b|\bbalance\s+(b/?f|c/?f|brought|carried)\b|brought\s+forward|carried\s+forward"
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Header vocabulary
+
+
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"[a-záéíóúñ#]+", values.normalise_text(text).lower())
+
+
+def header_roles(text: str) -> dict[str, int]:
+    """How strongly a header cell's words suggest each role."""
+    words = _tokens(text)
+    joined = " ".join(words)
+    roles: dict[str, int] = {}
+    if not words:
+        return roles
+    if {"apellido", "apellidos", "surname"} & set(words) or "last name" in joined or "family name" in joined:
+        roles["surname"] = 9
+    elif (
+        ("nombre" in words and "apellido" not in words)
+        or "first name" in joined
+        or "given name" in joined
+        or "forename" in words
+    ):
+        roles["given"] = 9
+    elif re.search(r"\b(emp|employee|staff|badge)\s*(no|id|number|#)\b|^(id|emp\s*#|ee\s*id)$", joined):
+        roles["id"] = 9
+    elif "name" in words or {
+        "payee",
+        "beneficiary",
+        "recipient",
+        "contractor",
+        "contractors",
+        "supplier",
+        "suppliers",
+        "vendor",
+        "consultant",
+        "party",
+        "employee",
+        "worker",
+        "nombres",
+    } & set(words):
+        roles["name"] = 10 if "name" in words or "payee" in words else 8
+    if {"description", "particulars", "concept", "concepto", "details", "narration", "memo", "earnings"} & set(words):
+        roles.setdefault("description", 4)
+    if re.search(r"\b(dr|debit|debe)\b", joined) and not re.search(r"\bcr\b|credit", joined):
+        roles["debit"] = 8
+    elif re.search(r"\b(cr|credit|haber)\b", joined):
+        roles["credit"] = 8
+    elif "balance" in words or "saldo" in words:
+        roles["balance"] = 1
+    else:
+        score = 0
+        if "net" in words and ({"pay", "amount", "paid"} & set(words) or len(words) == 1):
+            score = 10
+        elif {"amount", "importe", "monto", "amt"} & set(words):
+            score = 7
+        elif {"payment", "paid", "pago"} & set(words):
+            score = 6
+        elif "total" in words or "gross" in words:
+            score = 4
+        elif {"value", "valor", "pay"} & set(words):
+            score = 3
+        if score:
+            for penalty_word, penalty in (
+                ("reimbursement", 4),
+                ("ytd", 9),
+                ("tax", 3),
+                ("deductions", 3),
+                ("deduction", 3),
+                ("gross", 1),
+                ("rate", 5),
+                ("hours", 5),
+            ):
+                if penalty_word in words:
+                    score -= penalty
+            if score > 0:
+                roles["amount"] = score
+    if "currency" in words or "moneda" in words or "ccy" in words:
+        roles["currency"] = 8
+    if "date" in words or "fecha" in words or "dated" in words:
+        score = 8
+        if {"pay", "payment", "signed", "incurred", "paid", "vr"} & set(words):
+            score = 9
+        if {"completion", "estimated", "due", "start", "end", "birth", "hire"} & set(words):
+            score = 2
+        roles["date"] = score
+    return roles
+
+
+@dataclass
+class ColumnRoles:
+    """Which column index plays which role, plus the header texts for references."""
+
+    headers: list[str]
+    by_role: dict[str, int]
+
+    def get(self, role: str) -> int | None:
+        return self.by_role.get(role)
+
+    @property
+    def has_payee(self) -> bool:
+        return "name" in self.by_role or "surname" in self.by_role or "given" in self.by_role
+
+    @property
+    def has_amount(self) -> bool:
+        return bool({"amount", "debit", "credit"} & set(self.by_role))
+
+
+def assign_roles(headers: Sequence[str]) -> ColumnRoles | None:
+    """The best column for each role, or None when the cells do not read as a payment table's header."""
+    scored = [header_roles(h) for h in headers]
+    numeric = sum(1 for h in headers if h and (values.find_amounts(h, False) and not _tokens(h)))
+    if numeric:
+        return None
+    by_role: dict[str, int] = {}
+    for role in ("id", "surname", "given", "name", "debit", "credit", "amount", "currency", "date", "description"):
+        candidates = [(s[role], -i, i) for i, s in enumerate(scored) if role in s and i not in by_role.values()]
+        if candidates:
+            by_role[role] = max(candidates)[2]
+    if "amount" in by_role and ("debit" in by_role or "credit" in by_role):
+        del by_role["amount"]  # a ledger: the Dr/Cr pair carries the amounts
+    roles = ColumnRoles(list(headers), by_role)
+    if not roles.has_amount:
+        return None
+    if not (roles.has_payee or "description" in by_role or "date" in by_role):
+        return None
+    return roles
+
+
+# ---------------------------------------------------------------------------------------------
+# Document-wide conventions
+
+
+@dataclass
+class Conventions:
+    decimal_comma: bool
+    day_first: bool
+    default_currency: str | None
+    document_date: date | None
+
+
+_DATE_LABEL = re.compile(
+    r"(?i)\b(pay(?:ment)?\s*date|date\s*paid|paid\s*on|period\s*ending|fecha(?:\s*de\s*pago)?|date)\s*[:\-]?\s*"
+)
+_HEADER_CURRENCY = re.compile(
+    r"(?i)\b(?:in|amounts?\s*in)\s+(USD|EUR|GBP|ARS|INR|GHS|JPY|CAD|AUD)\b|\((USD|EUR|GBP|ARS|INR|GHS|JPY|CAD|AUD)\)"
+)
+
+
+def document_conventions(
+    page_texts: Sequence[str], configured_currency: str | None = None, day_first_hint: str | None = None
+) -> Conventions:
+    text = "\n".join(page_texts)
+    decimal_comma = values.infer_decimal_comma(text.splitlines())
+    day_first = values.infer_day_first(text.splitlines(), day_first_hint)
+    currency = configured_currency
+    if currency is None:
+        match = _HEADER_CURRENCY.search(text)
+        if match:
+            currency = (match[1] or match[2]).upper()
+    document_date = None
+    for match in _DATE_LABEL.finditer(text):
+        found = values.find_dates(text[match.end() : match.end() + 40].split("\n")[0], day_first)
+        if found:
+            document_date = found[0]
+            break
+    return Conventions(decimal_comma, day_first, currency, document_date)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row assembly shared by both readers
+
+
+@dataclass
+class RawRow:
+    cells: list[str]
+    page: int
+    continuation_of_previous: bool = False
+
+
+@dataclass
+class TableContext:
+    roles: ColumnRoles
+    party: str | None  # ledger party printed above a table without a payee column
+    rows: list[RawRow] = field(default_factory=list)
+
+
+def _cell(row: RawRow, index: int | None) -> str:
+    if index is None or index >= len(row.cells):
+        return ""
+    return " ".join((row.cells[index] or "").split())
+
+
+def _money_in(text: str, conv: Conventions, currency_cell: str = "") -> list[values.Money]:
+    found = values.find_amounts(text, conv.decimal_comma, None)
+    if not found:
+        return []
+    # Currencies printed in their own column pair with amounts line by line (one cell may hold two).
+    currency_codes: list[str | None] = []
+    for part in re.split(r"\n|\s{2,}", currency_cell) if currency_cell else []:
+        part = part.strip()
+        if part:
+            key = values.normalise_text(part).upper().replace(" ", "")
+            code = values.CURRENCY_SYMBOLS.get(key) or values.CURRENCY_SYMBOLS.get(key.rstrip("$") + "$")
+            if code is None:
+                code = next(
+                    (c for s, c in values.CURRENCY_SYMBOLS.items() if c and key.startswith(s.replace(" ", ""))), None
+                )
+            if code is None and re.fullmatch(r"[A-Z]{3}", key):
+                code = key
+            currency_codes.append(code)
+    money = []
+    for k, m in enumerate(found):
+        currency = m.currency or (currency_codes[k] if k < len(currency_codes) else None) or conv.default_currency
+        money.append(values.Money(m.amount, currency, m.text))
+    return money
+
+
+@dataclass
+class Skipped:
+    """Rows read but not returned as entries, reported once per document."""
+
+    without_amount: int = 0
+    without_payee: int = 0
+
+    def warn(self, extraction: Extraction) -> None:
+        if self.without_amount and not extraction.entries:
+            extraction.warnings.append(
+                f"{self.without_amount} row(s) name a payee but print no amount: no entries (amounts are never invented)"
+            )
+        elif self.without_amount:
+            extraction.warnings.append(f"{self.without_amount} row(s) without an amount were skipped")
+        if self.without_payee:
+            extraction.warnings.append(f"{self.without_payee} row(s) with an amount but no payee were skipped")
+
+
+def build_entries(
+    context: TableContext, conv: Conventions, extraction: Extraction, extractor: str, skipped: Skipped
+) -> None:
+    roles = context.roles
+    headers = roles.headers
+    used = set(roles.by_role.values())
+    merged: list[RawRow] = []
+    for row in context.rows:
+        if row.continuation_of_previous and merged:
+            previous = merged[-1]
+            for i, text in enumerate(row.cells):
+                if text and text.strip():
+                    while len(previous.cells) <= i:
+                        previous.cells.append("")
+                    previous.cells[i] = f"{previous.cells[i]}\n{text}".strip()
+        else:
+            merged.append(RawRow(list(row.cells), row.page))
+
+    for row in merged:
+        label = " ".join(c for c in row.cells if c)
+        name = _cell(row, roles.get("name"))
+        if roles.get("surname") is not None or roles.get("given") is not None:
+            name = " ".join(p for p in (_cell(row, roles.get("surname")), _cell(row, roles.get("given"))) if p) or name
+        first_text = next((c for c in row.cells if c and c.strip()), "")
+        amount_columns = [roles.get(r) for r in ("amount", "debit", "credit") if roles.get(r) is not None]
+        currency_cell = (
+            row.cells[roles.get("currency")]
+            if roles.get("currency") is not None and roles.get("currency") < len(row.cells)
+            else ""
+        )  # type: ignore[operator]
+        money: list[values.Money] = []
+        for column in amount_columns:
+            raw = row.cells[column] if column is not None and column < len(row.cells) else ""
+            money += _money_in(raw or "", conv, currency_cell or "")
+        if TOTAL_LABEL.search(name or first_text) or (not name and TOTAL_LABEL.search(label)):
+            for m in money:
+                extraction.printed_totals.append(
+                    PrintedTotal(" ".join(first_text.split()), m.amount, m.currency, row.page)
+                )
+            continue
+        if NON_ENTRY_LABEL.search(label):
+            continue
+        if "debit" in roles.by_role or "credit" in roles.by_role:
+            money = [m for m in money if m.amount != 0]
+        if not money:
+            if name or any(c for c in row.cells):
+                skipped.without_amount += 1
+            continue
+        line_type = None
+        ledger = "debit" in roles.by_role or "credit" in roles.by_role
+        if not name:
+            if context.party and (ledger or roles.get("description") is None):
+                name = context.party
+            elif roles.get("description") is not None:
+                name = _cell(row, roles.get("description"))
+                line_type = (
+                    "deduction"
+                    if re.search(r"(?i)tax|soc|medicare|401|insurance|deduct|fica|pension", name)
+                    else "earning"
+                )
+        if not name:
+            skipped.without_payee += 1
+            continue
+        dates = (
+            values.find_dates(_cell(row, roles.get("date")), conv.day_first) if roles.get("date") is not None else []
+        )
+        if roles.get("reference") is not None:
+            reference_parts = [_cell(row, roles.get("reference"))] if _cell(row, roles.get("reference")) else []
+        else:
+            reference_parts = [
+                f"{' '.join(headers[i].split())}: {_cell(row, i)}"
+                for i in range(len(row.cells))
+                if i not in used and _cell(row, i) and i < len(headers) and headers[i]
+            ]
+            description = _cell(row, roles.get("description"))
+            if description and description != name:
+                reference_parts.insert(0, description)
+        employee_id = _cell(row, roles.get("id")) or None
+        for m in money:
+            extraction.entries.append(
+                Entry(
+                    employee_name=" ".join(name.split()),
+                    amount=m.amount,
+                    page=row.page,
+                    employee_id=employee_id,
+                    date=dates[0] if dates else conv.document_date,
+                    currency=m.currency,
+                    reference="; ".join(reference_parts) or None,
+                    extractor=extractor,
+                    line_type=line_type,
+                )
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ruled tables
+
+
+def _is_header_repeat(cells: Sequence[str | None], headers: Sequence[str]) -> bool:
+    normal = lambda t: " ".join((t or "").split()).lower()  # noqa: E731
+    return [normal(c) for c in cells] == [normal(h) for h in headers]
+
+
+def ruled_tables(
+    page: Any,
+    page_number: int,
+    previous: TableContext | None,
+    match_header: Callable[[list[str]], ColumnRoles | None] = assign_roles,
+    table_settings: dict[str, Any] | None = None,
+) -> list[TableContext]:
+    contexts: list[TableContext] = []
+    settings = table_settings or {"vertical_strategy": "lines", "horizontal_strategy": "lines"}
+    for table in page.find_tables(settings):
+        rows = table.extract(x_tolerance=WORD_X_TOLERANCE)
+        if not rows:
+            continue
+        header_index = None
+        roles = None
+        for k, cells in enumerate(rows[:6]):
+            roles = match_header([c or "" for c in cells])
+            if roles:
+                header_index = k
+                break
+        if roles is None:
+            # No header on this page: a table continued from the previous page, same columns.
+            if previous is not None and len(rows[0]) == len(previous.roles.headers):
+                roles, header_index = previous.roles, -1
+            else:
+                continue
+        context = TableContext(roles, party=previous.party if previous else None)
+        for cells in rows[header_index + 1 :]:
+            texts = [c or "" for c in cells]
+            if _is_header_repeat(texts, roles.headers):
+                continue
+            has_amount = any(
+                values.find_amounts(texts[i], False)
+                for i in (roles.get("amount"), roles.get("debit"), roles.get("credit"))
+                if i is not None and i < len(texts)
+            )
+            key_cells = [roles.get("id"), roles.get("date")]
+            has_key = any(texts[i].strip() for i in key_cells if i is not None and i < len(texts))
+            first = texts[0].strip() if texts else ""
+            continuation = not has_amount and not has_key and not (first and re.fullmatch(r"\d+", first))
+            if continuation and not context.rows and previous is not None and previous.rows:
+                # The row started on the previous page.
+                previous.rows.append(RawRow(texts, page_number, continuation_of_previous=True))
+                continue
+            context.rows.append(
+                RawRow(texts, page_number, continuation_of_previous=continuation and bool(context.rows))
+            )
+        contexts.append(context)
+    return contexts
+
+
+# ---------------------------------------------------------------------------------------------
+# Borderless tables: words in content-stream order
+
+
+@dataclass
+class Run:
+    text: str
+    x0: float
+    x1: float
+    top: float
+    bottom: float
+    chars: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+def stream_words(page: Any) -> list[dict[str, Any]]:
+    """Words from characters in content-stream order.
+
+    A word ends at a space, a line change, a gap wider than WORD_X_TOLERANCE, or a glyph that steps
+    back over the previous one by more than kerning ever does (a quarter of the font size): a new
+    text object, such as a surname overdrawn by the next column's first letter.
+    """
+    words: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None
+    for char in page.chars:
+        text = char["text"]
+        if char["x0"] > page.width + 1 or char["x1"] < -1:
+            previous = None
+            continue  # outside the page: text nobody can see
+        breaks = (
+            current is None
+            or previous is None
+            or text.isspace()
+            or abs(char["top"] - previous["top"]) > 2
+            or char["x0"] < previous["x1"] - 0.25 * float(char["size"])
+            or char["x0"] - previous["x1"] > WORD_X_TOLERANCE
+        )
+        if breaks and current is not None:
+            words.append(current)
+            current = None
+        if not text.isspace():
+            if current is None:
+                current = {
+                    "text": text,
+                    "x0": char["x0"],
+                    "x1": char["x1"],
+                    "top": char["top"],
+                    "bottom": char["bottom"],
+                    "size": char["size"],
+                    "chars": [],
+                }
+            else:
+                current["text"] += text
+                current["x1"] = max(current["x1"], char["x1"])
+                current["bottom"] = max(current["bottom"], char["bottom"])
+            current["chars"].append((text, char["x0"], char["x1"]))
+        previous = char
+    if current is not None:
+        words.append(current)
+    return words
+
+
+def word_runs(page: Any) -> list[Run]:
+    """Words in content-stream order joined into runs of text that flows left to right."""
+    runs: list[Run] = []
+    previous: dict[str, Any] | None = None
+    for word in stream_words(page):
+        gap_limit = max(float(word["size"]) * 0.8, 4.0)
+        same_line = previous is not None and abs(word["top"] - previous["top"]) <= 2.5
+        continues = same_line and previous is not None and -0.5 <= word["x0"] - previous["x1"] <= gap_limit
+        if continues and runs:
+            run = runs[-1]
+            run.text = f"{run.text} {word['text']}"
+            run.x1 = max(run.x1, word["x1"])
+            run.bottom = max(run.bottom, word["bottom"])
+            run.chars += [(" ", previous["x1"], word["x0"]), *word["chars"]]
+        else:
+            runs.append(Run(word["text"], word["x0"], word["x1"], word["top"], word["bottom"], list(word["chars"])))
+        previous = word
+    return runs
+
+
+def _lines(runs: Iterable[Run]) -> list[list[Run]]:
+    lines: list[list[Run]] = []
+    for run in sorted(runs, key=lambda r: (round(r.top, 1), r.x0)):
+        if lines and abs(lines[-1][0].top - run.top) <= 2.5:
+            lines[-1].append(run)
+        else:
+            lines.append([run])
+    return [sorted(line, key=lambda r: r.x0) for line in lines]
+
+
+@dataclass
+class HeaderColumns:
+    spans: list[tuple[float, float]]
+    roles: ColumnRoles
+    bottom: float
+
+    def column_of(self, run: Run) -> int:
+        numeric = values.looks_like_amount(run.text) or bool(re.fullmatch(r"[\d.,\-\s]+", run.text))
+        if numeric:
+            # Numbers may be centred or right-aligned and wider than their title: nearest title centre.
+            centre = (run.x0 + run.x1) / 2
+            return min(range(len(self.spans)), key=lambda i: abs((self.spans[i][0] + self.spans[i][1]) / 2 - centre))
+        x = run.x0 + 0.5  # text aligns left under its title
+        for i, (x0, x1) in enumerate(self.spans):
+            left = -1e9 if i == 0 else (self.spans[i - 1][1] + x0) / 2
+            right = 1e9 if i == len(self.spans) - 1 else (x1 + self.spans[i + 1][0]) / 2
+            if left <= x < right:
+                return i
+        return len(self.spans) - 1
+
+
+def _find_header(lines: list[list[Run]]) -> tuple[int, HeaderColumns] | None:
+    for index, line in enumerate(lines):
+        roles = assign_roles([r.text for r in line])
+        if roles is None:
+            continue
+        spans = [(r.x0, r.x1) for r in line]
+        texts = [r.text for r in line]
+        bottom = max(r.bottom for r in line)
+        # A second header line (words under the first, no numbers) completes the column titles.
+        if index + 1 < len(lines):
+            below = lines[index + 1]
+            if below[0].top - bottom < 6 and not any(values.find_amounts(r.text, False) for r in below):
+                columns = HeaderColumns(spans, roles, bottom)
+                for r in below:
+                    k = columns.column_of(r)
+                    texts[k] = f"{texts[k]} {r.text}"
+                roles = assign_roles(texts) or roles
+                bottom = max(bottom, max(r.bottom for r in below))
+        return index, HeaderColumns(spans, roles, bottom)
+    return None
+
+
+def _split_amounts_printed_over_text(
+    body: list[list[Run]], columns: HeaderColumns, amount_columns: set[int | None]
+) -> list[list[Run]]:
+    """Text overflowing under an amount column can fuse with the amount printed over it
+    ("...dated 29.01.2016" + "1074935"). Amounts in a column share its right edge; a text run that
+    ends exactly there with digits is split where its trailing digits step back over a glyph."""
+    edges: dict[int, list[float]] = {}
+    for line in body:
+        for run in line:
+            k = columns.column_of(run)
+            if k in amount_columns and values.looks_like_amount(run.text):
+                edges.setdefault(k, []).append(run.x1)
+    right_edges = [sorted(v)[len(v) // 2] for v in edges.values() if len(v) >= 2]
+    result: list[list[Run]] = []
+    for line in body:
+        new_line: list[Run] = []
+        for run in line:
+            split = None
+            if columns.column_of(run) not in amount_columns and any(abs(run.x1 - e) <= 1.5 for e in right_edges):
+                k = len(run.chars)
+                while k > 0 and run.chars[k - 1][0].isdigit():
+                    k -= 1
+                for i in range(len(run.chars) - 1, k, -1):
+                    if run.chars[i][1] < run.chars[i - 1][2] - 0.3:
+                        split = i
+                        break
+            if split is None:
+                new_line.append(run)
+                continue
+            head, tail = run.chars[:split], run.chars[split:]
+            new_line.append(Run("".join(c[0] for c in head).strip(), run.x0, head[-1][2], run.top, run.bottom, head))
+            new_line.append(Run("".join(c[0] for c in tail), tail[0][1], run.x1, run.top, run.bottom, tail))
+        result.append(new_line)
+    return result
+
+
+def _party_above(lines: list[list[Run]], header_index: int) -> str | None:
+    for line in reversed(lines[max(0, header_index - 4) : header_index]):
+        text = " ".join(r.text for r in line).strip()
+        if re.search(r"[A-Za-z]{2}", text) and not values.find_dates(text, False):
+            return text
+    return None
+
+
+def borderless_table(page: Any, page_number: int, previous: TableContext | None) -> TableContext | None:
+    lines = _lines(word_runs(page))
+    found = _find_header(lines)
+    if found is None:
+        if previous is None or not hasattr(previous, "columns"):
+            return None
+        header_index, columns = -1, previous.columns  # type: ignore[attr-defined]
+    else:
+        header_index, columns = found
+    roles = columns.roles
+    context = TableContext(roles, party=None if roles.has_payee else _party_above(lines, max(header_index, 0)))
+    context.columns = columns  # type: ignore[attr-defined]
+    amount_columns = {roles.get(r) for r in ("amount", "debit", "credit")} - {None}
+    date_column = roles.get("date")
+    body = [line for line in lines[header_index + 1 :] if line[0].top > columns.bottom]
+    body = _split_amounts_printed_over_text(body, columns, amount_columns)
+    gaps = [b[0].top - a[0].top for a, b in zip(body, body[1:], strict=False)]
+    typical_gap = sorted(gaps)[len(gaps) // 2] if gaps else 12.0
+    last_top: float | None = None
+    for line in body:
+        cells = [""] * len(columns.spans)
+        for run in line:
+            k = columns.column_of(run)
+            cells[k] = f"{cells[k]} {run.text}".strip()
+        anchored = any(values.find_amounts(cells[k], False) for k in amount_columns) or (
+            date_column is not None and values.find_dates(cells[date_column], True)
+        )
+        far = last_top is not None and line[0].top - last_top > 2.5 * typical_gap
+        if anchored:
+            context.rows.append(RawRow(cells, page_number))
+        elif context.rows and not far and not TOTAL_LABEL.search(" ".join(cells)):
+            context.rows.append(RawRow(cells, page_number, continuation_of_previous=True))
+        elif TOTAL_LABEL.search(" ".join(cells)):
+            context.rows.append(RawRow(cells, page_number))
+        last_top = line[0].top
+    return context
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+_DAY_FIRST_WORDS = re.compile(r"(?i)\b(dd/mm|fecha|importe|apellido|nombre|datum|betrag|montant|valor|data|£|€)|[£€]")
+
+
+def _day_first_hint(text: str) -> str | None:
+    """Day-first unless the document reads American: decimal commas, pounds, euros, Spanish, German..."""
+    if re.search(r"(?i)\bmm/dd", text):
+        return "m"
+    if _DAY_FIRST_WORDS.search(text) or values.infer_decimal_comma(text.splitlines()):
+        return "d"
+    return None
+
+
+def extract_generic(pdf: pdfplumber.PDF, source_file: str, configured_currency: str | None = None) -> Extraction:
+    extraction = Extraction(source_file=source_file, pages=len(pdf.pages), template=None)
+    page_texts = [page.extract_text(x_tolerance=WORD_X_TOLERANCE) or "" for page in pdf.pages]
+    header_hint = _day_first_hint("\n".join(page_texts))
+    conv = document_conventions(page_texts, configured_currency, header_hint)
+    previous_ruled: TableContext | None = None
+    previous_words: TableContext | None = None
+    contexts: list[tuple[TableContext, str]] = []
+    for number, page in enumerate(pdf.pages, start=1):
+        ruled = ruled_tables(page, number, previous_ruled)
+        if ruled:
+            contexts += [(c, "generic:ruled") for c in ruled]
+            previous_ruled = ruled[-1]
+            continue
+        borderless = borderless_table(page, number, previous_words)
+        if borderless is not None:
+            contexts.append((borderless, "generic:words"))
+            previous_words = borderless
+    if not contexts:
+        extraction.warnings.append("no payment table found: no header names a payee and an amount column")
+        return extraction
+    skipped = Skipped()
+    for context, extractor in contexts:
+        build_entries(context, conv, extraction, extractor, skipped)
+    skipped.warn(extraction)
+    if any(e.line_type for e in extraction.entries):
+        extraction.warnings.append(
+            "no payee column: this looks like a pay stub; entries are its earning and deduction lines, "
+            "labelled by their description"
+        )
+    return extraction

@@ -1,0 +1,65 @@
+"""What extraction produces: entries and the document they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+
+@dataclass
+class Entry:
+    employee_name: str
+    amount: Decimal
+    page: int
+    employee_id: str | None = None
+    date: date | None = None
+    currency: str | None = None
+    reference: str | None = None
+    extractor: str = ""  # template name, or generic:ruled / generic:words
+    line_type: str | None = None  # "earning" / "deduction" on pay stubs
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "employee_name": self.employee_name,
+            "employee_id": self.employee_id,
+            "date": self.date.isoformat() if self.date else None,
+            "amount": str(self.amount),
+            "currency": self.currency,
+            "reference": self.reference,
+            "page": self.page,
+            "extractor": self.extractor,
+            **({"line_type": self.line_type} if self.line_type else {}),
+        }
+
+
+@dataclass
+class PrintedTotal:
+    label: str
+    amount: Decimal
+    currency: str | None
+    page: int
+
+
+@dataclass
+class Extraction:
+    source_file: str
+    pages: int
+    template: str | None
+    entries: list[Entry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    printed_totals: list[PrintedTotal] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source_file": self.source_file,
+            "pages": self.pages,
+            "template": self.template,
+            "entries": [e.as_json() for e in self.entries],
+            "printed_totals": [
+                {"label": t.label, "amount": str(t.amount), "currency": t.currency, "page": t.page}
+                for t in self.printed_totals
+            ],
+            "warnings": self.warnings,
+        }
