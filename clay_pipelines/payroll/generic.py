@@ -15,6 +15,7 @@ Amounts are never invented: a document whose rows carry none gives no entries an
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -620,7 +621,7 @@ def borderless_table(page: Any, page_number: int, previous: TableContext | None)
     date_column = roles.get("date")
     body = [line for line in lines[header_index + 1 :] if line[0].top > columns.bottom]
     body = _split_amounts_printed_over_text(body, columns, amount_columns)
-    gaps = [b[0].top - a[0].top for a, b in zip(body, body[1:], strict=False)]
+    gaps = [b[0].top - a[0].top for a, b in itertools.pairwise(body)]
     typical_gap = sorted(gaps)[len(gaps) // 2] if gaps else 12.0
     last_top: float | None = None
     for line in body:

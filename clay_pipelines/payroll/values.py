@@ -1,7 +1,7 @@
 """Reading amounts, dates and currencies the way payment registers print them.
 
 Amounts become Decimal, never float: 1,234.56  1.234,56  $ 10.000,00  -£65.00  (65.00)  26406576
-34,594,76 (a comma before the cents). Dates: dd/mm/yyyy, mm/dd/yyyy, 13-May-16, 13‐Sep‐11 (Unicode
+34,594,76 (a comma before the cents). Dates: dd/mm/yyyy, mm/dd/yyyy, 13-May-16, 13\u2010Sep\u201011 (Unicode
 hyphens), 20 Oct 2026, 23rd July 2013, ISO. Which of day or month comes first is decided once per
 document from all its dates, not guessed per value.
 """
