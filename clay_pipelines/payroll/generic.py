@@ -440,6 +440,30 @@ class Run:
     chars: list[tuple[str, float, float]] = field(default_factory=list)
 
 
+def page_turn(page: Any) -> int:
+    """0 for upright text; 90 or 270 when most of the page's text runs down or up the page."""
+    sideways = [c for c in page.chars if not c.get("upright", True) and not c["text"].isspace()]
+    if len(sideways) <= len(page.chars) / 2:
+        return 0
+    down = sum(1 for c in sideways if c["matrix"][1] < 0)
+    return 90 if down >= len(sideways) / 2 else 270
+
+
+def reading_frame_chars(page: Any) -> list[dict[str, Any]]:
+    """Characters with coordinates in the frame the text is read in (a sideways page turned upright)."""
+    turn = page_turn(page)
+    if turn == 0:
+        return list(page.chars)
+    turned = []
+    for c in page.chars:
+        if turn == 90:  # reads top to bottom; lines advance right to left
+            x0, x1, top, bottom = c["top"], c["bottom"], page.width - c["x1"], page.width - c["x0"]
+        else:  # reads bottom to top; lines advance left to right
+            x0, x1, top, bottom = page.height - c["bottom"], page.height - c["top"], c["x0"], c["x1"]
+        turned.append({**c, "x0": x0, "x1": x1, "top": top, "bottom": bottom})
+    return turned
+
+
 def stream_words(page: Any) -> list[dict[str, Any]]:
     """Words from characters in content-stream order.
 
@@ -450,9 +474,10 @@ def stream_words(page: Any) -> list[dict[str, Any]]:
     words: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
     previous: dict[str, Any] | None = None
-    for char in page.chars:
+    width = page.height if page_turn(page) else page.width
+    for char in reading_frame_chars(page):
         text = char["text"]
-        if char["x0"] > page.width + 1 or char["x1"] < -1:
+        if char["x0"] > width + 1 or char["x1"] < -1:
             previous = None
             continue  # outside the page: text nobody can see
         breaks = (
@@ -624,6 +649,7 @@ def borderless_table(page: Any, page_number: int, previous: TableContext | None)
     gaps = [b[0].top - a[0].top for a, b in itertools.pairwise(body)]
     typical_gap = sorted(gaps)[len(gaps) // 2] if gaps else 12.0
     last_top: float | None = None
+    anchored_seen = False  # until a row prints an amount or a date, lines are rows, not continuations
     for line in body:
         cells = [""] * len(columns.spans)
         for run in line:
@@ -634,10 +660,12 @@ def borderless_table(page: Any, page_number: int, previous: TableContext | None)
         )
         far = last_top is not None and line[0].top - last_top > 2.5 * typical_gap
         if anchored:
+            anchored_seen = True
             context.rows.append(RawRow(cells, page_number))
-        elif context.rows and not far and not TOTAL_LABEL.search(" ".join(cells)):
+        elif anchored_seen and context.rows and not far and not TOTAL_LABEL.search(" ".join(cells)):
             context.rows.append(RawRow(cells, page_number, continuation_of_previous=True))
-        elif TOTAL_LABEL.search(" ".join(cells)):
+        elif TOTAL_LABEL.search(" ".join(cells)) or not anchored_seen:
+            # A total, or a first row with no amount (reported, never turned into an entry).
             context.rows.append(RawRow(cells, page_number))
         last_top = line[0].top
     return context
@@ -667,7 +695,8 @@ def extract_generic(pdf: pdfplumber.PDF, source_file: str, configured_currency: 
     previous_words: TableContext | None = None
     contexts: list[tuple[TableContext, str]] = []
     for number, page in enumerate(pdf.pages, start=1):
-        ruled = ruled_tables(page, number, previous_ruled)
+        # Ruled cells are read by pdfplumber in page coordinates: only for upright text.
+        ruled = ruled_tables(page, number, previous_ruled) if page_turn(page) == 0 else []
         if ruled:
             contexts += [(c, "generic:ruled") for c in ruled]
             previous_ruled = ruled[-1]
