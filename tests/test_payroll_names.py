@@ -80,3 +80,10 @@ def test_printed_id_that_contradicts_the_name_goes_to_review(resolver: NameResol
     result = resolver.resolve("KEVIN MCCUE", printed_id="10001")
     assert result.employee_id is None
     assert result.reason == "printed employee id 10001 belongs to Kevin McCoy, but the name reads as Kevin McCue"
+
+
+def test_printed_id_of_someone_else_entirely_goes_to_review(resolver: NameResolver) -> None:
+    result = resolver.resolve("Priya Natarajan", printed_id="10001")
+    assert result.employee_id is None
+    assert result.reason == "printed employee id 10001 belongs to Kevin McCoy, not to 'Priya Natarajan'"
+    assert resolver.resolve("Kevin McCoy", printed_id="99999").employee_id == "10001"  # unknown id: by name

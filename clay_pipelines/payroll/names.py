@@ -287,7 +287,7 @@ class NameResolver:
                 None,
                 None,
                 "review",
-                round(score, 1),
+                round(id_score, 1),
                 f"printed employee id {printed_id} belongs to {person.display_name}, not to {printed!r}",
                 candidates,
             )
