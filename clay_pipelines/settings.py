@@ -13,6 +13,19 @@ APP_ROLE = "clay_app"
 MAINTENANCE_ROLE = "clay_maintenance"
 OWNER_ROLE = "clay_owner"
 PLATFORM_DATABASE = "clay"
+
+# The specification's nine tables; every one but tenants holds tenant data under row-level security.
+TENANT_TABLES = (
+    "systems",
+    "executions",
+    "routing_rules",
+    "dreams",
+    "constitutional_amendments",
+    "resources",
+    "payroll_entries",
+    "mcp_telemetry_log",
+)
+PLATFORM_TABLES = ("tenants", *TENANT_TABLES)
 DAGSTER_DATABASE = "dagster"
 
 

@@ -7,18 +7,10 @@ import uuid
 import psycopg
 import pytest
 
+from clay_pipelines import settings
 from clay_pipelines.db import Database, MaintenanceJob, TenantRequiredError, UnknownTenantError
 
-TENANT_TABLES = [
-    "systems",
-    "executions",
-    "routing_rules",
-    "dreams",
-    "constitutional_amendments",
-    "resources",
-    "payroll_entries",
-    "mcp_telemetry_log",
-]
+TENANT_TABLES = list(settings.TENANT_TABLES)
 
 
 @pytest.fixture

@@ -24,17 +24,7 @@ def test_fresh_apply_then_reapply_is_a_no_op(empty_db) -> None:
     assert _ledger(empty_db.admin_url) == [(m.version, m.name) for m in migrations]
     with empty_db.admin() as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert {
-        "tenants",
-        "systems",
-        "executions",
-        "routing_rules",
-        "dreams",
-        "constitutional_amendments",
-        "resources",
-        "payroll_entries",
-        "mcp_telemetry_log",
-    } <= tables
+    assert set(settings.PLATFORM_TABLES) <= tables
 
     assert apply_migrations(empty_db.admin_url) == []
     assert _ledger(empty_db.admin_url) == [(m.version, m.name) for m in migrations]
