@@ -165,6 +165,14 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("source_file", "text", True, None, None),
         ("created_at", "timestamp with time zone", False, NOW, None),
         ("updated_at", "timestamp with time zone", False, NOW, None),
+        # additions: the file version and line an entry came from, and what was printed
+        ("document_id", "uuid", False, None, None),
+        ("line_no", "integer", False, None, None),
+        ("currency", "text", False, None, None),
+        ("page", "integer", False, None, None),
+        ("printed_name", "text", False, None, None),
+        ("printed_employee_id", "text", False, None, None),
+        ("resolution", "jsonb", False, None, None),
     ],
     "mcp_telemetry_log": [
         ("id", "uuid", True, "gen_random_uuid()", None),
@@ -205,6 +213,7 @@ EXPECTED_FOREIGN_KEYS = {(table, "tenant_id", "tenants") for table in EXPECTED_C
     ("routing_rules", "recommended_system_id", "systems"),
     ("dreams", "system_id", "systems"),
     ("constitutional_amendments", "system_id", "systems"),
+    ("payroll_entries", "document_id", "payroll_documents"),  # addition
 }
 EXPECTED_UNIQUE = {("tenants", "domain"), ("systems", "name")}
 
@@ -293,7 +302,9 @@ def test_foreign_keys_and_unique_constraints(admin: psycopg.Connection) -> None:
             SELECT c.conrelid::regclass::text, a.attname
             FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
             WHERE c.contype = 'u' AND c.connamespace = 'public'::regnamespace
-            """
+              AND c.conrelid::regclass::text = ANY(%s)
+            """,
+            (list(EXPECTED_COLUMNS),),
         )
     }
     assert unique == EXPECTED_UNIQUE
