@@ -206,9 +206,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     target = activate_environment()
     _require_migrated(target.admin_url)
     from clay_pipelines.definitions import defs
+    from clay_pipelines.payroll.assets import register_inbox_partitions
 
     selection = {dg.AssetKey.from_user_string(s) for s in args.select} if args.select else None
     with dg.DagsterInstance.get() as instance:
+        new_files = register_inbox_partitions(instance, defs.resources["payroll"])
+        if new_files:
+            _say(f"payroll inbox: {len(new_files)} new file(s) registered as partitions")
         report = materialize_everything(defs, instance, selection=selection, progress=_say)
     _say("")
     _say(format_report(report))

@@ -3,6 +3,7 @@ to all of them (executor, retries, the automation sensor)."""
 
 import dagster as dg
 
+from clay_pipelines.payroll.assets import PAYROLL_ASSETS, PAYROLL_SENSORS, PayrollSettings
 from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS
 from clay_pipelines.resources import PostgresResource
 
@@ -12,7 +13,7 @@ DEFAULT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-ALL_ASSETS = [*EXTERNAL_ASSETS, *MONITORING_ASSETS]
+ALL_ASSETS = [*EXTERNAL_ASSETS, *MONITORING_ASSETS, *PAYROLL_ASSETS]
 
 monitoring_job = dg.define_asset_job(
     "platform_monitoring",
@@ -28,15 +29,23 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 
+payroll_job = dg.define_asset_job(
+    "payroll_files",
+    selection=dg.AssetSelection.assets(["payroll", "payroll_entries"]),
+    description="Extract, check and store one payroll file (one partition per file).",
+    op_retry_policy=DEFAULT_RETRY_POLICY,
+)
+
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[monitoring_job],
-    sensors=[automation_sensor],
+    jobs=[monitoring_job, payroll_job],
+    sensors=[automation_sensor, *PAYROLL_SENSORS],
     resources={
         "postgres": PostgresResource(
             app_dsn=dg.EnvVar("CLAY_APP_DSN"),
             maintenance_dsn=dg.EnvVar("CLAY_MAINTENANCE_DSN"),
         ),
+        "payroll": PayrollSettings(),
     },
     # Two cores: two processes at most.
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),

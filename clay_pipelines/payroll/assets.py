@@ -1,0 +1,275 @@
+"""Dagster wiring for payroll: the inbox sensor, one dynamic partition per file, the directory cache.
+
+Inbox layout: INBOX/<tenant name or domain>/<file>.pdf. A partition key is "<tenant>/<file>".
+"""
+
+import json
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from psycopg.types.json import Jsonb
+
+from clay_pipelines import settings
+from clay_pipelines.payroll import checks, store
+from clay_pipelines.payroll.extract import extract_document
+from clay_pipelines.payroll.triage import UnreadableDocument
+from clay_pipelines.resources import PostgresResource
+
+OWNERS = ["team:payroll"]
+payroll_files = dg.DynamicPartitionsDefinition(name="payroll_files")
+
+
+class PayrollSettings(dg.ConfigurableResource):
+    """Where payroll PDFs arrive and how to open them."""
+
+    inbox_dir: str = ""  # default: the sample world's inbox
+    directory_dir: str = ""  # cached directories as <tenant>.json (+ <tenant>.llc.json), when BambooHR is not used
+    quarantine_dir: str = ""
+    passwords_json: str = "{}"  # {"<tenant>/<file>" or "<tenant>": "password"}
+    default_currency: str | None = None
+
+    def inbox(self) -> Path:
+        return Path(self.inbox_dir) if self.inbox_dir else settings.sample_world_dir() / "payroll" / "inbox"
+
+    def directories(self) -> Path:
+        return Path(self.directory_dir) if self.directory_dir else settings.sample_world_dir() / "payroll" / "directory"
+
+    def quarantine(self) -> Path:
+        return Path(self.quarantine_dir) if self.quarantine_dir else self.inbox().parent / "quarantine"
+
+    def password_for(self, partition_key: str) -> str | None:
+        try:
+            passwords = json.loads(self.passwords_json or "{}")
+        except json.JSONDecodeError as error:
+            raise dg.Failure(f"PayrollSettings.passwords_json is not valid JSON: {error}") from error
+        return passwords.get(partition_key) or passwords.get(partition_key.split("/", 1)[0])
+
+
+def inbox_files(inbox: Path) -> dict[str, Path]:
+    """Partition key -> file, for every PDF under inbox/<tenant>/."""
+    if not inbox.is_dir():
+        return {}
+    return {
+        f"{path.parent.name}/{path.name}": path
+        for path in sorted(inbox.glob("*/*"))
+        if path.is_file() and path.suffix.lower() == ".pdf"
+    }
+
+
+@dg.sensor(
+    name="payroll_inbox_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=[dg.AssetKey(["payroll", "payroll_entries"])],
+    description="New or changed PDFs in the payroll inbox: one partition per file, one run per content.",
+)
+def payroll_inbox_sensor(context: dg.SensorEvaluationContext, payroll: PayrollSettings) -> dg.SensorResult:
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    files = inbox_files(payroll.inbox())
+    known = set(context.instance.get_dynamic_partitions(payroll_files.name)) if context.instance else set()
+    new_keys: list[str] = []
+    requests: list[dg.RunRequest] = []
+    for key, path in files.items():
+        digest = store.content_hash(path)
+        if seen.get(key) == digest:
+            continue  # the same file dropped again: nothing to do
+        if key not in known:
+            new_keys.append(key)
+        seen[key] = digest
+        # The run key is the content: the same bytes never run twice, a corrected file runs again.
+        requests.append(dg.RunRequest(run_key=f"{key}@{digest}", partition_key=key, tags={"payroll/sha256": digest}))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[payroll_files.build_add_request(new_keys)] if new_keys else [],
+        cursor=json.dumps(seen, sort_keys=True),
+    )
+
+
+@dg.asset(
+    key=["payroll", "employee_directory"],
+    group_name="payroll",
+    kinds={"postgres", "python"},
+    owners=OWNERS,
+    description="Each tenant's employee directory and LLC mapping, cached in the database for name resolution.",
+    automation_condition=dg.AutomationCondition.on_cron("0 5 * * *"),
+    pool="postgres",
+)
+def employee_directory(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, payroll: PayrollSettings
+) -> dg.MaterializeResult:
+    synced: dict[str, int] = {}
+    for path in sorted(payroll.directories().glob("*.json")):
+        if path.name.endswith(".llc.json"):
+            continue
+        tenant_ref = path.stem
+        people = json.loads(path.read_text())
+        llc_path = path.with_name(f"{tenant_ref}.llc.json")
+        llc = json.loads(llc_path.read_text()) if llc_path.exists() else {}
+        tenant_id = postgres.resolve_tenant(tenant_ref)
+        with postgres.tenant_transaction(tenant_id) as conn:
+            synced[tenant_ref] = store.sync_directory(conn, people, llc)
+        context.log.info(f"{tenant_ref}: {synced[tenant_ref]} employees, {len(llc)} LLC mappings")
+    return dg.MaterializeResult(
+        metadata={
+            "tenants": len(synced),
+            "employees": sum(synced.values()),
+            "rows_written": sum(synced.values()),
+            "by_tenant": dg.MetadataValue.json(synced),
+        }
+    )
+
+
+CHECK_NAMES = ["total_reconciles", "no_duplicate_entries", "no_zero_amounts", "dates_plausible"]
+
+
+def _record_execution(
+    conn: Any, source_file: str, status: str, started: datetime, detail: dict[str, Any], error: str | None
+) -> None:
+    system = conn.execute("SELECT id FROM systems WHERE name = 'domicile-governance'").fetchone()
+    conn.execute(
+        """
+        INSERT INTO executions (system_id, system_name, user_request, routing_path, input_data, output_data,
+                                governance_check, status, error_message, started_at, completed_at)
+        VALUES (%s, 'domicile-governance', %s, %s, %s, %s, %s, %s, %s, %s, now())
+        """,
+        (
+            system[0] if system else None,
+            f"Process payroll PDF {source_file}",
+            [system[0]] if system else [],
+            Jsonb({"source_file": source_file}),
+            Jsonb(detail),
+            Jsonb(
+                {
+                    "requires_approval": True,
+                    "action": "upload_payroll_entries",
+                    "approved_by": None,
+                    "approved_at": None,
+                    "reason": None,
+                    "gov_md_sections_checked": [],
+                }
+            ),
+            status,
+            error,
+            started,
+        ),
+    )
+
+
+@dg.asset(
+    key=["payroll", "payroll_entries"],
+    partitions_def=payroll_files,
+    group_name="payroll",
+    kinds={"postgres", "pdf"},
+    owners=OWNERS,
+    deps=[employee_directory],
+    description="One file version's entries in payroll_entries, resolved against the directory, queued for BambooHR.",
+    check_specs=[dg.AssetCheckSpec(name, asset=["payroll", "payroll_entries"], blocking=True) for name in CHECK_NAMES],
+    pool="postgres",
+)
+def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResource, payroll: PayrollSettings):  # noqa: ANN201 - generator of events
+    key = context.partition_key
+    tenant_ref, file_name = key.split("/", 1)
+    path = payroll.inbox() / tenant_ref / file_name
+    tenant_id = postgres.resolve_tenant(tenant_ref)
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    if not path.exists():
+        raise dg.Failure(f"{key}: the file is no longer in the inbox ({path})")
+    digest = store.content_hash(path)
+    try:
+        extraction = extract_document(
+            path, password=payroll.password_for(key), configured_currency=payroll.default_currency
+        )
+    except UnreadableDocument as error:
+        elapsed = (time.perf_counter() - started) * 1000
+        with postgres.tenant_transaction(tenant_id) as conn:
+            store.store_quarantine(conn, file_name, digest, error.reason, error.detail)
+            store.record_tool_call(
+                conn, "process_payroll_pdf", {"source_file": file_name, "sha256": digest}, elapsed, False, str(error)
+            )
+            _record_execution(conn, file_name, "failed", started_at, {"quarantined": error.reason}, str(error))
+        target = payroll.quarantine() / tenant_ref
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target / file_name)
+        raise dg.Failure(
+            description=f"{file_name}: {error.detail} (quarantined to {target / file_name})",
+            metadata={"file": file_name, "reason": error.reason},
+        ) from error
+
+    outcomes = checks.run_checks(extraction)
+    for outcome in outcomes:
+        yield dg.AssetCheckResult(
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"detail": outcome.detail},
+        )
+    failed = [o for o in outcomes if o.blocking and not o.passed]
+    if failed:
+        with postgres.tenant_transaction(tenant_id) as conn:
+            store.record_tool_call(
+                conn,
+                "process_payroll_pdf",
+                {"source_file": file_name, "sha256": digest},
+                (time.perf_counter() - started) * 1000,
+                False,
+                "; ".join(f"{o.name}: {o.detail}" for o in failed),
+            )
+        raise dg.Failure(
+            description=f"{file_name}: nothing written, " + "; ".join(f"{o.name} failed ({o.detail})" for o in failed)
+        )
+
+    with postgres.tenant_transaction(tenant_id) as conn:
+        stored = store.store_extraction(conn, file_name, digest, extraction, store.load_resolver(conn))
+        elapsed = (time.perf_counter() - started) * 1000
+        summary = {"entries": stored.entries, "total_amount": float(stored.total_amount), "source_file": file_name}
+        store.record_tool_call(conn, "process_payroll_pdf", summary, elapsed, True)
+        if not stored.unchanged:
+            _record_execution(
+                conn,
+                file_name,
+                "success",
+                started_at,
+                {**summary, "version": stored.version, "unresolved": stored.unresolved},
+                None,
+            )
+    preview = "\n".join(
+        ["| line | payee | id | date | amount |", "|---|---|---|---|---|"]
+        + [
+            f"| {k} | {e.employee_name} | {e.employee_id or ''} | {e.date or ''} | {e.amount} |"
+            for k, e in enumerate(extraction.entries[:20], start=1)
+        ]
+    )
+    yield dg.MaterializeResult(
+        metadata={
+            "source_file": file_name,
+            "version": stored.version,
+            "unchanged": stored.unchanged,
+            "entries": stored.entries,
+            "rows_written": 0 if stored.unchanged else stored.entries,
+            "total_amount": float(stored.total_amount),
+            "unresolved_names": stored.unresolved,
+            "replaced_entries": stored.replaced_entries,
+            "template": extraction.template or "generic",
+            "warnings": dg.MetadataValue.json(extraction.warnings),
+            "preview": dg.MetadataValue.md(preview),
+            "outbox": f"{stored.entries} deliveries wait in the outbox for approval"
+            + (f" ({stored.unresolved} also for name review)" if stored.unresolved else ""),
+        }
+    )
+
+
+def register_inbox_partitions(instance: dg.DagsterInstance, payroll: PayrollSettings) -> list[str]:
+    """Add a partition for every inbox file not yet known (what the sensor does, for headless runs)."""
+    known = set(instance.get_dynamic_partitions(payroll_files.name))
+    new_keys = [key for key in inbox_files(payroll.inbox()) if key not in known]
+    if new_keys:
+        instance.add_dynamic_partitions(payroll_files.name, new_keys)
+    return new_keys
+
+
+PAYROLL_ASSETS = [employee_directory, payroll_entries]
+PAYROLL_SENSORS = [payroll_inbox_sensor]
