@@ -268,6 +268,56 @@ def cmd_payroll_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_and_file(db, reference: str, tenant: str | None) -> tuple:  # noqa: ANN001
+    if tenant is None and "/" in reference:
+        tenant, reference = reference.split("/", 1)
+    if tenant is None:
+        raise CommandError("name the tenant: --tenant NAME, or FILE as TENANT/FILE", EXIT_BAD_INPUT)
+    return db.resolve_tenant(tenant), reference
+
+
+def cmd_approve_payroll(args: argparse.Namespace) -> int:
+    from clay_pipelines.payroll.approval import ApprovalError, decide_document
+
+    with _database() as db:
+        tenant_id, source_file = _tenant_and_file(db, args.file, args.tenant)
+        try:
+            with db.tenant_transaction(tenant_id) as conn:
+                outcome = decide_document(conn, source_file, args.by, approve=not args.reject, reason=args.reason)
+        except ApprovalError as error:
+            raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    _say(
+        f"{outcome.source_file} version {outcome.version}: {outcome.decision} by {args.by}; "
+        f"{outcome.deliveries_released} BambooHR deliveries {'released' if not args.reject else 'rejected'}"
+        + (
+            f", {outcome.deliveries_waiting_for_review} still waiting for name review"
+            if outcome.deliveries_waiting_for_review
+            else ""
+        )
+    )
+    return 0
+
+
+def cmd_payroll_resolve(args: argparse.Namespace) -> int:
+    from uuid import UUID
+
+    from clay_pipelines.payroll.approval import ApprovalError, resolve_entry
+
+    try:
+        entry_id = UUID(args.entry)
+    except ValueError as error:
+        raise CommandError(f"ENTRY must be a payroll entry id (a UUID), got {args.entry!r}", EXIT_BAD_INPUT) from error
+    with _database() as db:
+        tenant_id = db.resolve_tenant(args.tenant)
+        try:
+            with db.tenant_transaction(tenant_id) as conn:
+                status = resolve_entry(conn, entry_id, args.employee, args.by)
+        except ApprovalError as error:
+            raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    _say(f"entry {entry_id} is employee {args.employee} (resolved by {args.by}); delivery {status}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -313,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
     run.set_defaults(handler=cmd_run)
 
-    payroll = commands.add_parser("payroll", help="payroll PDFs: extract")
+    payroll = commands.add_parser("payroll", help="payroll PDFs: extract, resolve")
     payroll_commands = payroll.add_subparsers(dest="payroll_command", required=True, metavar="ACTION")
     extract = payroll_commands.add_parser("extract", help="extract a payroll PDF's entries (no database)")
     extract.add_argument("file", help="the PDF")
@@ -321,6 +371,22 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--currency", default=None, help="ISO currency for amounts printed without one")
     extract.add_argument("--json", action="store_true", help="print JSON (amounts as decimal strings, ISO dates)")
     extract.set_defaults(handler=cmd_payroll_extract)
+    resolve = payroll_commands.add_parser("resolve", help="say who an unresolved payee is")
+    resolve.add_argument("entry", metavar="ENTRY", help="the payroll entry id (from the review queue)")
+    resolve.add_argument("--employee", required=True, help="the employee id in the directory")
+    resolve.add_argument("--by", required=True, help="the reviewer's email")
+    resolve.add_argument("--tenant", required=True, help="tenant name, domain or id")
+    resolve.set_defaults(handler=cmd_payroll_resolve)
+
+    approve = commands.add_parser("approve", help="approve (or reject) what waits for ARM-mode approval")
+    approve_commands = approve.add_subparsers(dest="approve_command", required=True, metavar="WHAT")
+    approve_payroll = approve_commands.add_parser("payroll", help="a payroll file's upload to BambooHR")
+    approve_payroll.add_argument("file", metavar="FILE", help="the file name, or TENANT/FILE")
+    approve_payroll.add_argument("--by", required=True, help="the approver's email")
+    approve_payroll.add_argument("--reason", default=None)
+    approve_payroll.add_argument("--reject", action="store_true", help="reject instead of approving")
+    approve_payroll.add_argument("--tenant", default=None, help="tenant name, domain or id")
+    approve_payroll.set_defaults(handler=cmd_approve_payroll)
 
     commands.add_parser(
         "env", help='print shell exports for plain `dagster` commands: eval "$(clay env)"'

@@ -147,3 +147,80 @@ def test_a_total_that_does_not_reconcile_blocks_the_write(dagster_env, oms, inbo
     with dagster_env.admin() as conn:
         assert conn.execute("SELECT count(*) FROM payroll_entries").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM payroll_documents").fetchone()[0] == 0
+
+
+def test_approval_gate_and_name_review(dagster_env, oms, inbox: Path) -> None:
+    from clay_pipelines.payroll.approval import ApprovalError, decide_document, resolve_entry
+
+    rows = [["10001", "MCCOY, KEVIN", "01/30/2026", "1,000.00"], ["", "SMITH", "01/30/2026", "500.00"]]
+    payroll_pdfs.ruled_register(
+        inbox / "oms.com" / "gate.pdf",
+        rows,
+        ["Emp No", "Employee Name", "Pay Date", "Net Pay"],
+        "Payroll",
+        footer_rows=[["", "TOTAL", "", "1,500.00"]],
+    )
+    with dg.instance_for_test() as instance:
+        assert _materialize(dagster_env, inbox, instance, "oms.com/gate.pdf").success
+
+    def outbox() -> list[tuple]:
+        with dagster_env.admin() as conn:
+            return conn.execute(
+                "SELECT e.printed_name, o.status FROM bamboohr_outbox o "
+                "JOIN payroll_entries e ON e.id = o.entry_id ORDER BY 1"
+            ).fetchall()
+
+    assert outbox() == [("MCCOY, KEVIN", "awaiting_approval"), ("SMITH", "awaiting_review")]
+    with dagster_env.database() as db:
+        with db.tenant_transaction(oms) as conn:
+            outcome = decide_document(conn, "gate.pdf", "preston@oms.com", approve=True, reason="Payroll run checked")
+        assert (outcome.decision, outcome.deliveries_released, outcome.deliveries_waiting_for_review) == (
+            "approved",
+            1,
+            1,
+        )
+        assert outbox() == [("MCCOY, KEVIN", "pending"), ("SMITH", "awaiting_review")]
+        with (
+            pytest.raises(ApprovalError, match=r"gate\.pdf version 1 was already approved"),
+            db.tenant_transaction(oms) as conn,
+        ):
+            decide_document(conn, "gate.pdf", "preston@oms.com", approve=False)
+
+        with db.tenant_transaction(oms) as conn:
+            smith = conn.execute("SELECT entry_id FROM payroll_review_queue").fetchone()[0]
+        with (
+            pytest.raises(ApprovalError, match="no employee '99999' in this tenant's directory"),
+            db.tenant_transaction(oms) as conn,
+        ):
+            resolve_entry(conn, smith, "99999", "hr@oms.com")
+        with db.tenant_transaction(oms) as conn:
+            assert resolve_entry(conn, smith, "10003", "hr@oms.com") == "pending"
+    assert outbox() == [("MCCOY, KEVIN", "pending"), ("SMITH", "pending")]
+    with dagster_env.admin() as conn:
+        check = conn.execute("SELECT governance_check FROM executions").fetchone()[0]
+        entry = conn.execute(
+            "SELECT employee_id, employee_name, resolution FROM payroll_entries WHERE printed_name = 'SMITH'"
+        ).fetchone()
+    assert {k: check[k] for k in ("requires_approval", "approved_by", "reason", "gov_md_sections_checked")} == {
+        "requires_approval": True,
+        "approved_by": "preston@oms.com",
+        "reason": "Payroll run checked",
+        "gov_md_sections_checked": ["4.2", "7.1"],
+    }
+    assert check["approved_at"].endswith("Z")
+    assert entry == ("10003", "Alvaro Smith", {"method": "manual", "by": "hr@oms.com"})
+
+
+def test_rejection_stops_every_delivery(dagster_env, oms, inbox: Path) -> None:
+    from clay_pipelines.payroll.approval import decide_document
+
+    key = next(f"oms.com/{p.name}" for p in sorted((inbox / "oms.com").glob("payment-statement-*.pdf")))
+    with dg.instance_for_test() as instance:
+        assert _materialize(dagster_env, inbox, instance, key).success
+    with dagster_env.database() as db, db.tenant_transaction(oms) as conn:
+        outcome = decide_document(conn, key.split("/", 1)[1], "preston@oms.com", approve=False, reason="wrong period")
+    assert outcome.decision == "rejected"
+    with dagster_env.admin() as conn:
+        assert conn.execute("SELECT DISTINCT status FROM bamboohr_outbox").fetchall() == [("rejected",)]
+        status, check = conn.execute("SELECT status, governance_check FROM executions").fetchone()
+    assert (status, check["rejected_by"], check["approved_by"]) == ("governance_blocked", "preston@oms.com", None)

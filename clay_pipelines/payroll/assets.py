@@ -127,36 +127,44 @@ CHECK_NAMES = ["total_reconciles", "no_duplicate_entries", "no_zero_amounts", "d
 
 
 def _record_execution(
-    conn: Any, source_file: str, status: str, started: datetime, detail: dict[str, Any], error: str | None
+    conn: Any,
+    source_file: str,
+    status: str,
+    started: datetime,
+    detail: dict[str, Any],
+    error: str | None,
+    document_id: Any = None,
 ) -> None:
+    """The file as an executions row of domicile-governance; its governance_check awaits approval."""
     system = conn.execute("SELECT id FROM systems WHERE name = 'domicile-governance'").fetchone()
-    conn.execute(
+    governance = {
+        "requires_approval": True,
+        "action": "upload_payroll_entries",
+        "approved_by": None,
+        "approved_at": None,
+        "reason": None,
+        "gov_md_sections_checked": [],
+    }
+    execution_id = conn.execute(
         """
         INSERT INTO executions (system_id, system_name, user_request, routing_path, input_data, output_data,
                                 governance_check, status, error_message, started_at, completed_at)
-        VALUES (%s, 'domicile-governance', %s, %s, %s, %s, %s, %s, %s, %s, now())
+        VALUES (%s, 'domicile-governance', %s, %s, %s, %s, %s, %s, %s, %s, now()) RETURNING id
         """,
         (
             system[0] if system else None,
             f"Process payroll PDF {source_file}",
             [system[0]] if system else [],
-            Jsonb({"source_file": source_file}),
+            Jsonb({"source_file": source_file, "document_id": str(document_id) if document_id else None}),
             Jsonb(detail),
-            Jsonb(
-                {
-                    "requires_approval": True,
-                    "action": "upload_payroll_entries",
-                    "approved_by": None,
-                    "approved_at": None,
-                    "reason": None,
-                    "gov_md_sections_checked": [],
-                }
-            ),
+            Jsonb(governance),
             status,
             error,
             started,
         ),
-    )
+    ).fetchone()[0]
+    if document_id is not None:
+        conn.execute("UPDATE payroll_documents SET execution_id = %s WHERE id = %s", (execution_id, document_id))
 
 
 @dg.asset(
@@ -186,11 +194,19 @@ def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResourc
     except UnreadableDocument as error:
         elapsed = (time.perf_counter() - started) * 1000
         with postgres.tenant_transaction(tenant_id) as conn:
-            store.store_quarantine(conn, file_name, digest, error.reason, error.detail)
+            quarantined = store.store_quarantine(conn, file_name, digest, error.reason, error.detail)
             store.record_tool_call(
                 conn, "process_payroll_pdf", {"source_file": file_name, "sha256": digest}, elapsed, False, str(error)
             )
-            _record_execution(conn, file_name, "failed", started_at, {"quarantined": error.reason}, str(error))
+            _record_execution(
+                conn,
+                file_name,
+                "failed",
+                started_at,
+                {"quarantined": error.reason},
+                str(error),
+                quarantined.document_id,
+            )
         target = payroll.quarantine() / tenant_ref
         target.mkdir(parents=True, exist_ok=True)
         shutil.move(str(path), target / file_name)
@@ -235,6 +251,7 @@ def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResourc
                 started_at,
                 {**summary, "version": stored.version, "unresolved": stored.unresolved},
                 None,
+                stored.document_id,
             )
     preview = "\n".join(
         ["| line | payee | id | date | amount |", "|---|---|---|---|---|"]

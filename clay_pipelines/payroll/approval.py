@@ -1,0 +1,132 @@
+"""ARM mode for payroll: a file version's entries are delivered to BambooHR only after someone
+approves it, and an unresolved payee only after someone says who it is.
+
+The approval is stored on the document version and in the governance_check of the file's
+executions row (requires_approval, approved_by, approved_at, reason, gov_md_sections_checked), as
+the platform records every ARM decision. Approving moves the version's resolved deliveries to
+'pending' (the delivery sensor's queue); rejecting marks them 'rejected'. Deliveries still waiting
+for a name review stay where they are and become pending when resolved, if the file is approved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+GOV_MD_SECTIONS = ["4.2", "7.1"]  # writes to a system of record; payroll approvals
+
+
+class ApprovalError(ValueError):
+    """An approval or resolution that cannot be applied, said in a sentence."""
+
+
+@dataclass(frozen=True)
+class ApprovalOutcome:
+    document_id: UUID
+    source_file: str
+    version: int
+    decision: str
+    deliveries_released: int
+    deliveries_waiting_for_review: int
+
+
+def decide_document(
+    conn: psycopg.Connection, source_file: str, by: str, approve: bool, reason: str | None = None
+) -> ApprovalOutcome:
+    if "@" not in by:
+        raise ApprovalError(f"--by must be the approver's email address, got {by!r}")
+    row = conn.execute(
+        "SELECT id, version, approval_status, execution_id FROM payroll_documents "
+        "WHERE source_file = %s AND status = 'extracted' FOR UPDATE",
+        (source_file,),
+    ).fetchone()
+    if row is None:
+        raise ApprovalError(f"no extracted payroll file named {source_file!r} for this tenant")
+    document_id, version, status, execution_id = row
+    decision = "approved" if approve else "rejected"
+    decided_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if status != "awaiting":
+        raise ApprovalError(f"{source_file} version {version} was already {status}")
+    conn.execute(
+        "UPDATE payroll_documents SET approval_status = %s, approved_by = %s, approved_at = now(), "
+        "approval_reason = %s WHERE id = %s",
+        (decision, by, reason, document_id),
+    )
+    if execution_id is not None:
+        conn.execute(
+            """
+            UPDATE executions SET governance_check = governance_check || %s,
+              status = CASE WHEN %s THEN status ELSE 'governance_blocked' END
+            WHERE id = %s
+            """,
+            (
+                Jsonb(
+                    {
+                        "requires_approval": True,
+                        "decision": decision,
+                        "approved_by": by if approve else None,
+                        "approved_at": decided_at if approve else None,
+                        "rejected_by": None if approve else by,
+                        "rejected_at": None if approve else decided_at,
+                        "reason": reason,
+                        "gov_md_sections_checked": GOV_MD_SECTIONS,
+                    }
+                ),
+                approve,
+                execution_id,
+            ),
+        )
+    released = conn.execute(
+        "UPDATE bamboohr_outbox SET status = %s WHERE document_id = %s AND status = 'awaiting_approval'",
+        ("pending" if approve else "rejected", document_id),
+    ).rowcount
+    waiting = conn.execute(
+        "SELECT count(*) FROM bamboohr_outbox WHERE document_id = %s AND status = 'awaiting_review'", (document_id,)
+    ).fetchone()[0]
+    if not approve:
+        conn.execute(
+            "UPDATE bamboohr_outbox SET status = 'rejected' WHERE document_id = %s AND status = 'awaiting_review'",
+            (document_id,),
+        )
+    return ApprovalOutcome(document_id, source_file, version, decision, released, waiting if approve else 0)
+
+
+def resolve_entry(conn: psycopg.Connection, entry_id: UUID, employee_id: str, by: str) -> str:
+    """Say who an unresolved payee is; returns the delivery's new status."""
+    if "@" not in by:
+        raise ApprovalError(f"--by must be the reviewer's email address, got {by!r}")
+    review = conn.execute(
+        "SELECT q.id, q.status, d.approval_status FROM payroll_review_queue q "
+        "JOIN payroll_entries e ON e.id = q.entry_id JOIN payroll_documents d ON d.id = e.document_id "
+        "WHERE q.entry_id = %s FOR UPDATE OF q",
+        (entry_id,),
+    ).fetchone()
+    if review is None:
+        raise ApprovalError(f"entry {entry_id} is not in the review queue")
+    if review[1] != "open":
+        raise ApprovalError(f"entry {entry_id} was already resolved")
+    person = conn.execute(
+        "SELECT first_name || ' ' || last_name FROM employee_directory WHERE employee_id = %s", (employee_id,)
+    ).fetchone()
+    if person is None:
+        raise ApprovalError(f"no employee {employee_id!r} in this tenant's directory")
+    conn.execute(
+        "UPDATE payroll_entries SET employee_id = %s, employee_name = %s, updated_at = now(), "
+        "resolution = %s WHERE id = %s",
+        (employee_id, person[0], Jsonb({"method": "manual", "by": by}), entry_id),
+    )
+    conn.execute(
+        "UPDATE payroll_review_queue SET status = 'resolved', resolved_employee_id = %s, resolved_by = %s, "
+        "resolved_at = now() WHERE id = %s",
+        (employee_id, by, review[0]),
+    )
+    new_status = {"approved": "pending", "rejected": "rejected"}.get(review[2], "awaiting_approval")
+    conn.execute(
+        "UPDATE bamboohr_outbox SET status = %s, payload = payload || %s WHERE entry_id = %s",
+        (new_status, Jsonb({"employee_id": employee_id}), entry_id),
+    )
+    return new_status
