@@ -3,7 +3,7 @@ to all of them (executor, retries, the automation sensor)."""
 
 import dagster as dg
 
-from clay_pipelines.payroll.assets import PAYROLL_ASSETS, PAYROLL_SENSORS, PayrollSettings
+from clay_pipelines.payroll.assets import PAYROLL_ASSETS, PAYROLL_SENSORS, BambooHRSettings, PayrollSettings
 from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS
 from clay_pipelines.resources import PostgresResource
 
@@ -46,6 +46,7 @@ defs = dg.Definitions(
             maintenance_dsn=dg.EnvVar("CLAY_MAINTENANCE_DSN"),
         ),
         "payroll": PayrollSettings(),
+        "bamboohr": BambooHRSettings(),
     },
     # Two cores: two processes at most.
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),

@@ -195,3 +195,65 @@ def test_unreachable_bamboohr_leaves_deliveries_pending_for_later(approved_payro
     with db.tenant_transaction(tenant) as conn:
         later = conn.execute("SELECT count(*) FROM bamboohr_outbox WHERE next_attempt_at > now()").fetchone()[0]
     assert later == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# In Dagster
+
+
+def _resources(fresh_db):
+    from clay_pipelines.payroll.assets import BambooHRSettings
+    from clay_pipelines.resources import PostgresResource
+
+    return {
+        "postgres": PostgresResource(app_dsn=fresh_db.app_url, maintenance_dsn=fresh_db.maintenance_url),
+        "bamboohr": BambooHRSettings(),
+    }
+
+
+def test_delivery_sensor_says_why_nothing_moves(fresh_db, approved_payroll, server, monkeypatch) -> None:
+    import dagster as dg
+
+    from clay_pipelines.payroll.assets import payroll_delivery_sensor
+
+    for name in ("BAMBOOHR_COMPANY_DOMAIN", "BAMBOOHR_API_KEY", "BAMBOOHR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as context,
+    ):
+        skipped = payroll_delivery_sensor(context)
+        assert isinstance(skipped, dg.SkipReason)
+        assert skipped.skip_message == (
+            "BambooHR is not configured (set BAMBOOHR_COMPANY_DOMAIN and BAMBOOHR_API_KEY): "
+            "41 approved deliveries wait in the outbox"
+        )
+        monkeypatch.setenv("BAMBOOHR_COMPANY_DOMAIN", "oms")
+        monkeypatch.setenv("BAMBOOHR_API_KEY", bamboohr_server.API_KEY)
+        monkeypatch.setenv("BAMBOOHR_BASE_URL", server.base_url)
+        with dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as configured:
+            result = payroll_delivery_sensor(configured)
+        assert len(result.run_requests) == 1 and result.run_requests[0].run_key.startswith("deliver:41:")
+
+
+def test_delivery_and_reconciliation_assets(fresh_db, approved_payroll, server, monkeypatch) -> None:
+    import dagster as dg
+
+    from clay_pipelines.payroll.assets import bamboohr_deliveries, bamboohr_reconciliation, payroll_delivery_sensor
+
+    monkeypatch.setenv("BAMBOOHR_COMPANY_DOMAIN", "oms")
+    monkeypatch.setenv("BAMBOOHR_API_KEY", bamboohr_server.API_KEY)
+    monkeypatch.setenv("BAMBOOHR_BASE_URL", server.base_url)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [bamboohr_deliveries, bamboohr_reconciliation], instance=instance, resources=_resources(fresh_db)
+        )
+        assert result.success
+        delivered = result.asset_materializations_for_node("payroll__bamboohr_deliveries")[0].metadata
+        assert (delivered["delivered"].value, delivered["dead_letters"].value) == (40, 1)
+        check = result.get_asset_check_evaluations()[0]
+        assert (check.check_name, check.passed) == ("bamboohr_matches_payroll_entries", True)
+        with dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as context:
+            after = payroll_delivery_sensor(context)
+        assert isinstance(after, dg.SkipReason) and after.skip_message == "no approved deliveries wait in the outbox"
+    assert sum(len(rows) for rows in server.rows.values()) == 40

@@ -4,6 +4,7 @@ Inbox layout: INBOX/<tenant name or domain>/<file>.pdf. A partition key is "<ten
 """
 
 import json
+import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,10 @@ import dagster as dg
 from psycopg.types.json import Jsonb
 
 from clay_pipelines import settings
+from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.payroll import checks, store
+from clay_pipelines.payroll.bamboohr import BambooHRClient, BambooHRConfig
+from clay_pipelines.payroll.delivery import deliver_pending, reconcile
 from clay_pipelines.payroll.extract import extract_document
 from clay_pipelines.payroll.triage import UnreadableDocument
 from clay_pipelines.resources import PostgresResource
@@ -288,5 +292,155 @@ def register_inbox_partitions(instance: dg.DagsterInstance, payroll: PayrollSett
     return new_keys
 
 
-PAYROLL_ASSETS = [employee_directory, payroll_entries]
-PAYROLL_SENSORS = [payroll_inbox_sensor]
+# ---------------------------------------------------------------------------------------------
+# Delivery to BambooHR
+
+
+class BambooHRSettings(dg.ConfigurableResource):
+    """BambooHR, read from the environment at run time; unset means deliveries wait in the outbox."""
+
+    company_domain_env: str = "BAMBOOHR_COMPANY_DOMAIN"
+    api_key_env: str = "BAMBOOHR_API_KEY"
+    base_url_env: str = "BAMBOOHR_BASE_URL"  # optional: another gateway (a proxy, a test server)
+    table: str = "customPayroll"
+
+    def configured(self) -> bool:
+        return bool(os.environ.get(self.company_domain_env) and os.environ.get(self.api_key_env))
+
+    def not_configured_reason(self) -> str:
+        return f"BambooHR is not configured (set {self.company_domain_env} and {self.api_key_env})"
+
+    def client(self) -> BambooHRClient:
+        return BambooHRClient(
+            BambooHRConfig(
+                company_domain=os.environ[self.company_domain_env],
+                api_key=os.environ[self.api_key_env],
+                table=self.table,
+                base_url=os.environ.get(self.base_url_env, ""),
+            )
+        )
+
+
+def _pending_deliveries(postgres: PostgresResource) -> tuple[int, str]:
+    with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+        count, newest = conn.execute(
+            "SELECT count(*), coalesce(max(id::text), '') FROM bamboohr_outbox "
+            "WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+        ).fetchone()
+    return int(count), newest
+
+
+@dg.asset(
+    key=["payroll", "bamboohr_deliveries"],
+    deps=[payroll_entries],
+    group_name="payroll",
+    kinds={"python", "postgres"},
+    owners=OWNERS,
+    description="Approved payroll entries delivered from the outbox to BambooHR (the dual-write).",
+    pool="bamboohr",
+)
+def bamboohr_deliveries(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, bamboohr: BambooHRSettings
+) -> dg.MaterializeResult:
+    waiting, _ = _pending_deliveries(postgres)
+    if not bamboohr.configured():
+        context.log.warning(f"{bamboohr.not_configured_reason()}: {waiting} approved deliveries wait in the outbox")
+        return dg.MaterializeResult(
+            metadata={
+                "configured": False,
+                "waiting_in_outbox": waiting,
+                "delivered": 0,
+                "rows_written": 0,
+                "status": f"{bamboohr.not_configured_reason()}: deliveries wait in the outbox",
+            }
+        )
+    totals = {"delivered": 0, "adopted": 0, "dead_letters": 0, "retry_later": 0}
+    errors: list[str] = []
+    with bamboohr.client() as client:
+        for tenant_id in postgres.tenant_ids():
+            report = deliver_pending(postgres.database, tenant_id, client)
+            for key in totals:
+                totals[key] += getattr(report, key)
+            errors += report.errors
+            if report.delivered or report.errors:
+                context.log.info(f"tenant {tenant_id}: {report.delivered} delivered, {len(report.errors)} failed")
+    for error in errors[:20]:
+        context.log.warning(error)
+    return dg.MaterializeResult(
+        metadata={
+            "configured": True,
+            **totals,
+            "rows_written": totals["delivered"],
+            "errors": dg.MetadataValue.json(errors[:50]),
+        }
+    )
+
+
+@dg.sensor(
+    name="payroll_delivery_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=[dg.AssetKey(["payroll", "bamboohr_deliveries"])],
+    description="Approved payroll deliveries waiting in the outbox: deliver them to BambooHR.",
+)
+def payroll_delivery_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, bamboohr: BambooHRSettings
+) -> dg.SensorResult | dg.SkipReason:
+    waiting, newest = _pending_deliveries(postgres)
+    if not waiting:
+        return dg.SkipReason("no approved deliveries wait in the outbox")
+    if not bamboohr.configured():
+        return dg.SkipReason(f"{bamboohr.not_configured_reason()}: {waiting} approved deliveries wait in the outbox")
+    # One run per state of the queue: approving more files, or retries coming due, makes a new one.
+    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"deliver:{waiting}:{newest}")])
+
+
+@dg.asset(
+    key=["payroll", "bamboohr_reconciliation"],
+    deps=[bamboohr_deliveries],
+    group_name="payroll",
+    kinds={"python"},
+    owners=OWNERS,
+    description="Nightly comparison of delivered payroll_entries with the rows BambooHR holds.",
+    check_specs=[dg.AssetCheckSpec("bamboohr_matches_payroll_entries", asset=["payroll", "bamboohr_reconciliation"])],
+    automation_condition=dg.AutomationCondition.on_cron("30 2 * * *"),
+    pool="bamboohr",
+)
+def bamboohr_reconciliation(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, bamboohr: BambooHRSettings
+) -> dg.MaterializeResult:
+    if not bamboohr.configured():
+        return dg.MaterializeResult(
+            metadata={"configured": False, "status": bamboohr.not_configured_reason()},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="bamboohr_matches_payroll_entries",
+                    passed=True,
+                    metadata={"skipped": bamboohr.not_configured_reason()},
+                )
+            ],
+        )
+    checked = 0
+    differences: dict[str, list[str]] = {"missing_in_bamboohr": [], "differing": [], "unknown_in_bamboohr": []}
+    with bamboohr.client() as client:
+        for tenant_id in postgres.tenant_ids():
+            report = reconcile(postgres.database, tenant_id, client)
+            checked += report.checked_entries
+            for key in differences:
+                differences[key] += getattr(report, key)
+    clean = not any(differences.values())
+    return dg.MaterializeResult(
+        metadata={"configured": True, "checked_entries": checked, **{k: len(v) for k, v in differences.items()}},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="bamboohr_matches_payroll_entries",
+                passed=clean,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={k: dg.MetadataValue.json(v[:50]) for k, v in differences.items()},
+            )
+        ],
+    )
+
+
+PAYROLL_ASSETS = [employee_directory, payroll_entries, bamboohr_deliveries, bamboohr_reconciliation]
+PAYROLL_SENSORS = [payroll_inbox_sensor, payroll_delivery_sensor]
