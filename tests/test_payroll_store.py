@@ -167,3 +167,15 @@ def test_sample_register_end_to_end(db, tenant, tmp_path: Path) -> None:
     rows = _rows(db, tenant, "SELECT employee_id, amount::text FROM payroll_entries ORDER BY line_no")
     assert rows == [(e["expected_employee_id"], e["amount"]) for e in truth["entries"]]
     assert stored.unresolved == 0
+
+
+def test_reextraction_with_a_different_result_is_a_new_version(db, tenant) -> None:
+    """A backfill after a template change reads the same bytes again: a changed result replaces the old one."""
+    first = _store(db, tenant, _extraction(("MCCOY, KEVIN", "100.00")), "same-bytes")
+    unchanged = _store(db, tenant, _extraction(("MCCOY, KEVIN", "100.00")), "same-bytes")
+    improved = _store(db, tenant, _extraction(("MCCOY, KEVIN", "100.00"), ("Bob Scott", "5.00")), "same-bytes")
+    assert (first.version, unchanged.unchanged, improved.version, improved.replaced_entries) == (1, True, 2, 1)
+    assert _rows(db, tenant, "SELECT reason FROM payroll_entry_history") == [
+        ("re-extracted as version 2 of run.pdf: same content, different result (template generic)",)
+    ]
+    assert _rows(db, tenant, "SELECT count(*) FROM payroll_entries") == [(2,)]

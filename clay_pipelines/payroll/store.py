@@ -13,6 +13,7 @@ Callers pass a connection inside a tenant transaction; nothing here commits.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -57,11 +58,20 @@ def _lock_file(conn: psycopg.Connection, source_file: str) -> None:
     )
 
 
-def _existing(conn: psycopg.Connection, source_file: str, digest: str) -> StoredVersion | None:
+def extraction_digest(extraction: Extraction) -> str:
+    """What was read from a file, as a digest: the same bytes read differently are a new version."""
+    canonical = json.dumps([e.as_json() for e in extraction.entries], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _existing(
+    conn: psycopg.Connection, source_file: str, digest: str, read_digest: str | None = None
+) -> StoredVersion | None:
     row = conn.execute(
         "SELECT id, version, status, entry_count, coalesce(total_amount, 0) FROM payroll_documents "
-        "WHERE source_file = %s AND content_hash = %s",
-        (source_file, digest),
+        "WHERE source_file = %s AND content_hash = %s AND (%s::text IS NULL OR extraction_digest = %s) "
+        "ORDER BY version DESC LIMIT 1",
+        (source_file, digest, read_digest, read_digest),
     ).fetchone()
     if row is None:
         return None
@@ -73,7 +83,7 @@ def _existing(conn: psycopg.Connection, source_file: str, digest: str) -> Stored
 
 
 def _supersede_previous(
-    conn: psycopg.Connection, source_file: str, new_document: UUID, version: int, digest: str
+    conn: psycopg.Connection, source_file: str, new_document: UUID, version: int, reason: str
 ) -> int:
     previous = conn.execute(
         "SELECT id, version FROM payroll_documents WHERE source_file = %s AND status = 'extracted' AND id <> %s",
@@ -81,7 +91,6 @@ def _supersede_previous(
     ).fetchall()
     replaced = 0
     for document_id, old_version in previous:
-        reason = f"replaced by version {version} of {source_file} (content sha256 {digest[:12]})"
         replaced += conn.execute(
             """
             INSERT INTO payroll_entry_history (entry, document_id, replaced_by_document_id, reason)
@@ -116,20 +125,23 @@ def store_extraction(
     resolver: NameResolver,
 ) -> StoredVersion:
     _lock_file(conn, source_file)
-    if (existing := _existing(conn, source_file, digest)) is not None:
+    read_digest = extraction_digest(extraction)
+    if (existing := _existing(conn, source_file, digest, read_digest)) is not None:
         return existing
+    reextracted = _existing(conn, source_file, digest) is not None
     version = _next_version(conn, source_file)
     total = sum((e.amount for e in extraction.entries), Decimal(0))
     printed_total = extraction.printed_totals[-1].amount if extraction.printed_totals else None
     document_id = conn.execute(
         """
-        INSERT INTO payroll_documents (source_file, content_hash, version, status, pages, template, entry_count,
-                                       total_amount, printed_total, warnings)
-        VALUES (%s, %s, %s, 'extracted', %s, %s, %s, %s, %s, %s) RETURNING id
+        INSERT INTO payroll_documents (source_file, content_hash, extraction_digest, version, status, pages, template,
+                                       entry_count, total_amount, printed_total, warnings)
+        VALUES (%s, %s, %s, %s, 'extracted', %s, %s, %s, %s, %s, %s) RETURNING id
         """,
         (
             source_file,
             digest,
+            read_digest,
             version,
             extraction.pages,
             extraction.template,
@@ -139,7 +151,13 @@ def store_extraction(
             Jsonb(extraction.warnings),
         ),
     ).fetchone()[0]
-    replaced = _supersede_previous(conn, source_file, document_id, version, digest)
+    why = (
+        f"re-extracted as version {version} of {source_file}: same content, different result "
+        f"(template {extraction.template or 'generic'})"
+        if reextracted
+        else f"replaced by version {version} of {source_file} (content sha256 {digest[:12]})"
+    )
+    replaced = _supersede_previous(conn, source_file, document_id, version, why)
 
     unresolved = 0
     for line_no, entry in enumerate(extraction.entries, start=1):
