@@ -211,39 +211,55 @@ def _resources(fresh_db):
     }
 
 
+def _configure(monkeypatch, server) -> None:
+    monkeypatch.setenv("BAMBOOHR_COMPANY_DOMAIN", "oms")
+    monkeypatch.setenv("BAMBOOHR_API_KEY", bamboohr_server.API_KEY)
+    monkeypatch.setenv("BAMBOOHR_BASE_URL", server.base_url)
+    monkeypatch.setenv("BAMBOOHR_TENANT", "oms.com")
+
+
 def test_delivery_sensor_says_why_nothing_moves(fresh_db, approved_payroll, server, monkeypatch) -> None:
     import dagster as dg
 
     from clay_pipelines.payroll.assets import payroll_delivery_sensor
 
-    for name in ("BAMBOOHR_COMPANY_DOMAIN", "BAMBOOHR_API_KEY", "BAMBOOHR_BASE_URL"):
+    for name in ("BAMBOOHR_COMPANY_DOMAIN", "BAMBOOHR_API_KEY", "BAMBOOHR_BASE_URL", "BAMBOOHR_TENANT"):
         monkeypatch.delenv(name, raising=False)
-    with (
-        dg.instance_for_test() as instance,
-        dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as context,
-    ):
-        skipped = payroll_delivery_sensor(context)
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as context:
+            skipped = payroll_delivery_sensor(context)
         assert isinstance(skipped, dg.SkipReason)
         assert skipped.skip_message == (
-            "BambooHR is not configured (set BAMBOOHR_COMPANY_DOMAIN and BAMBOOHR_API_KEY): "
+            "BambooHR is not configured (set BAMBOOHR_COMPANY_DOMAIN, BAMBOOHR_API_KEY and BAMBOOHR_TENANT): "
             "41 approved deliveries wait in the outbox"
         )
-        monkeypatch.setenv("BAMBOOHR_COMPANY_DOMAIN", "oms")
-        monkeypatch.setenv("BAMBOOHR_API_KEY", bamboohr_server.API_KEY)
-        monkeypatch.setenv("BAMBOOHR_BASE_URL", server.base_url)
-        with dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as configured:
-            result = payroll_delivery_sensor(configured)
+        _configure(monkeypatch, server)
+        with dg.build_sensor_context(instance=instance, resources=_resources(fresh_db)) as context:
+            result = payroll_delivery_sensor(context)
         assert len(result.run_requests) == 1 and result.run_requests[0].run_key.startswith("deliver:41:")
 
 
-def test_delivery_and_reconciliation_assets(fresh_db, approved_payroll, server, monkeypatch) -> None:
+def test_delivery_and_reconciliation_assets_serve_only_their_tenant(
+    fresh_db, approved_payroll, server, monkeypatch
+) -> None:
     import dagster as dg
 
     from clay_pipelines.payroll.assets import bamboohr_deliveries, bamboohr_reconciliation, payroll_delivery_sensor
 
-    monkeypatch.setenv("BAMBOOHR_COMPANY_DOMAIN", "oms")
-    monkeypatch.setenv("BAMBOOHR_API_KEY", bamboohr_server.API_KEY)
-    monkeypatch.setenv("BAMBOOHR_BASE_URL", server.base_url)
+    _configure(monkeypatch, server)
+    # Another tenant's approved entry must never reach OMS's BambooHR.
+    with fresh_db.admin() as conn:
+        other = conn.execute("INSERT INTO tenants (name, domain) VALUES ('Other', 'other.io') RETURNING id").fetchone()[
+            0
+        ]
+    with fresh_db.database() as db, db.tenant_transaction(other) as conn:
+        store.sync_directory(conn, [{"id": "10001", "first_name": "Kevin", "last_name": "McCoy"}], {})
+        extraction = Extraction(
+            "feb.pdf", 1, None, entries=[Entry("Kevin McCoy", Decimal("9.99"), 1, date=date(2026, 2, 27))]
+        )
+        store.store_extraction(conn, "feb.pdf", "o", extraction, store.load_resolver(conn))
+        decide_document(conn, "feb.pdf", "boss@other.io", approve=True)
+
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [bamboohr_deliveries, bamboohr_reconciliation], instance=instance, resources=_resources(fresh_db)
@@ -257,3 +273,25 @@ def test_delivery_and_reconciliation_assets(fresh_db, approved_payroll, server, 
             after = payroll_delivery_sensor(context)
         assert isinstance(after, dg.SkipReason) and after.skip_message == "no approved deliveries wait in the outbox"
     assert sum(len(rows) for rows in server.rows.values()) == 40
+    assert all(row["amount"] != "9.99" for rows in server.rows.values() for row in rows)
+    with fresh_db.database() as db, db.tenant_transaction(other) as conn:
+        assert conn.execute("SELECT status FROM bamboohr_outbox").fetchall() == [("pending",)]
+
+
+def test_directory_comes_from_bamboohr_for_its_tenant(
+    fresh_db, approved_payroll, server, monkeypatch, tmp_path
+) -> None:
+    import dagster as dg
+
+    from clay_pipelines.payroll.assets import PayrollSettings, employee_directory
+
+    _configure(monkeypatch, server)
+    server.employees = {"20001": {"id": 20001, "firstName": "Nora", "lastName": "Quist", "preferredName": "Noni"}}
+    resources = {**_resources(fresh_db), "payroll": PayrollSettings(directory_dir=str(tmp_path))}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([employee_directory], instance=instance, resources=resources).success
+    db, tenant = approved_payroll
+    with db.tenant_transaction(tenant) as conn:
+        assert conn.execute(
+            "SELECT employee_id, first_name, last_name, preferred_name FROM employee_directory"
+        ).fetchall() == [("20001", "Nora", "Quist", "Noni")]

@@ -53,6 +53,39 @@ class PayrollSettings(dg.ConfigurableResource):
         return passwords.get(partition_key) or passwords.get(partition_key.split("/", 1)[0])
 
 
+class BambooHRSettings(dg.ConfigurableResource):
+    """BambooHR, read from the environment at run time; unset means deliveries wait in the outbox.
+
+    A BambooHR company belongs to one tenant: only that tenant's entries are delivered to it, and
+    only its directory is read from it.
+    """
+
+    company_domain_env: str = "BAMBOOHR_COMPANY_DOMAIN"
+    api_key_env: str = "BAMBOOHR_API_KEY"
+    tenant_env: str = "BAMBOOHR_TENANT"  # the tenant (name, domain or id) whose BambooHR this is
+    base_url_env: str = "BAMBOOHR_BASE_URL"  # optional: another gateway (a proxy, a test server)
+    table: str = "customPayroll"
+
+    def configured(self) -> bool:
+        return all(os.environ.get(v) for v in (self.company_domain_env, self.api_key_env, self.tenant_env))
+
+    def not_configured_reason(self) -> str:
+        return f"BambooHR is not configured (set {self.company_domain_env}, {self.api_key_env} and {self.tenant_env})"
+
+    def tenant(self) -> str:
+        return os.environ[self.tenant_env]
+
+    def client(self) -> BambooHRClient:
+        return BambooHRClient(
+            BambooHRConfig(
+                company_domain=os.environ[self.company_domain_env],
+                api_key=os.environ[self.api_key_env],
+                table=self.table,
+                base_url=os.environ.get(self.base_url_env, ""),
+            )
+        )
+
+
 def inbox_files(inbox: Path) -> dict[str, Path]:
     """Partition key -> file, for every PDF under inbox/<tenant>/."""
     if not inbox.is_dir():
@@ -103,9 +136,32 @@ def payroll_inbox_sensor(context: dg.SensorEvaluationContext, payroll: PayrollSe
     pool="postgres",
 )
 def employee_directory(
-    context: dg.AssetExecutionContext, postgres: PostgresResource, payroll: PayrollSettings
+    context: dg.AssetExecutionContext,
+    postgres: PostgresResource,
+    payroll: PayrollSettings,
+    bamboohr: BambooHRSettings,
 ) -> dg.MaterializeResult:
     synced: dict[str, int] = {}
+    bamboohr_tenant = None
+    if bamboohr.configured():
+        bamboohr_tenant = postgres.resolve_tenant(bamboohr.tenant())
+        with bamboohr.client() as client:
+            people = [
+                {
+                    "id": str(e["id"]),
+                    "first_name": e.get("firstName") or "",
+                    "last_name": e.get("lastName") or "",
+                    "middle_name": e.get("middleName") or "",
+                    "preferred_name": e.get("preferredName"),
+                    "job_title": e.get("jobTitle"),
+                    "work_email": e.get("workEmail"),
+                }
+                for e in client.directory()
+            ]
+        with postgres.tenant_transaction(bamboohr_tenant) as conn:
+            llc = dict(conn.execute("SELECT llc_name, employee_id FROM llc_mappings").fetchall())
+            synced[bamboohr.tenant()] = store.sync_directory(conn, people, llc)
+        context.log.info(f"{bamboohr.tenant()}: {len(people)} employees from BambooHR's directory")
     for path in sorted(payroll.directories().glob("*.json")):
         if path.name.endswith(".llc.json"):
             continue
@@ -114,6 +170,8 @@ def employee_directory(
         llc_path = path.with_name(f"{tenant_ref}.llc.json")
         llc = json.loads(llc_path.read_text()) if llc_path.exists() else {}
         tenant_id = postgres.resolve_tenant(tenant_ref)
+        if tenant_id == bamboohr_tenant:
+            continue  # BambooHR is this tenant's source of truth
         with postgres.tenant_transaction(tenant_id) as conn:
             synced[tenant_ref] = store.sync_directory(conn, people, llc)
         context.log.info(f"{tenant_ref}: {synced[tenant_ref]} employees, {len(llc)} LLC mappings")
@@ -296,37 +354,18 @@ def register_inbox_partitions(instance: dg.DagsterInstance, payroll: PayrollSett
 # Delivery to BambooHR
 
 
-class BambooHRSettings(dg.ConfigurableResource):
-    """BambooHR, read from the environment at run time; unset means deliveries wait in the outbox."""
-
-    company_domain_env: str = "BAMBOOHR_COMPANY_DOMAIN"
-    api_key_env: str = "BAMBOOHR_API_KEY"
-    base_url_env: str = "BAMBOOHR_BASE_URL"  # optional: another gateway (a proxy, a test server)
-    table: str = "customPayroll"
-
-    def configured(self) -> bool:
-        return bool(os.environ.get(self.company_domain_env) and os.environ.get(self.api_key_env))
-
-    def not_configured_reason(self) -> str:
-        return f"BambooHR is not configured (set {self.company_domain_env} and {self.api_key_env})"
-
-    def client(self) -> BambooHRClient:
-        return BambooHRClient(
-            BambooHRConfig(
-                company_domain=os.environ[self.company_domain_env],
-                api_key=os.environ[self.api_key_env],
-                table=self.table,
-                base_url=os.environ.get(self.base_url_env, ""),
-            )
-        )
-
-
-def _pending_deliveries(postgres: PostgresResource) -> tuple[int, str]:
-    with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
-        count, newest = conn.execute(
-            "SELECT count(*), coalesce(max(id::text), '') FROM bamboohr_outbox "
-            "WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
-        ).fetchone()
+def _pending_deliveries(postgres: PostgresResource, tenant: str | None = None) -> tuple[int, str]:
+    """Deliveries due now: the configured tenant's, or (unconfigured, for the message) every tenant's."""
+    query = (
+        "SELECT count(*), coalesce(max(id::text), '') FROM bamboohr_outbox "
+        "WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+    )
+    if tenant is not None:
+        with postgres.tenant_transaction(postgres.resolve_tenant(tenant)) as conn:
+            count, newest = conn.execute(query).fetchone()
+    else:
+        with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+            count, newest = conn.execute(query).fetchone()
     return int(count), newest
 
 
@@ -342,7 +381,7 @@ def _pending_deliveries(postgres: PostgresResource) -> tuple[int, str]:
 def bamboohr_deliveries(
     context: dg.AssetExecutionContext, postgres: PostgresResource, bamboohr: BambooHRSettings
 ) -> dg.MaterializeResult:
-    waiting, _ = _pending_deliveries(postgres)
+    waiting, _ = _pending_deliveries(postgres, bamboohr.tenant() if bamboohr.configured() else None)
     if not bamboohr.configured():
         context.log.warning(f"{bamboohr.not_configured_reason()}: {waiting} approved deliveries wait in the outbox")
         return dg.MaterializeResult(
@@ -354,16 +393,12 @@ def bamboohr_deliveries(
                 "status": f"{bamboohr.not_configured_reason()}: deliveries wait in the outbox",
             }
         )
-    totals = {"delivered": 0, "adopted": 0, "dead_letters": 0, "retry_later": 0}
-    errors: list[str] = []
+    tenant_id = postgres.resolve_tenant(bamboohr.tenant())
     with bamboohr.client() as client:
-        for tenant_id in postgres.tenant_ids():
-            report = deliver_pending(postgres.database, tenant_id, client)
-            for key in totals:
-                totals[key] += getattr(report, key)
-            errors += report.errors
-            if report.delivered or report.errors:
-                context.log.info(f"tenant {tenant_id}: {report.delivered} delivered, {len(report.errors)} failed")
+        report = deliver_pending(postgres.database, tenant_id, client)
+    totals = {k: getattr(report, k) for k in ("delivered", "adopted", "dead_letters", "retry_later")}
+    errors = report.errors
+    context.log.info(f"{bamboohr.tenant()}: {report.delivered} delivered, {len(errors)} failed")
     for error in errors[:20]:
         context.log.warning(error)
     return dg.MaterializeResult(
@@ -386,7 +421,7 @@ def bamboohr_deliveries(
 def payroll_delivery_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, bamboohr: BambooHRSettings
 ) -> dg.SensorResult | dg.SkipReason:
-    waiting, newest = _pending_deliveries(postgres)
+    waiting, newest = _pending_deliveries(postgres, bamboohr.tenant() if bamboohr.configured() else None)
     if not waiting:
         return dg.SkipReason("no approved deliveries wait in the outbox")
     if not bamboohr.configured():
@@ -420,14 +455,10 @@ def bamboohr_reconciliation(
                 )
             ],
         )
-    checked = 0
-    differences: dict[str, list[str]] = {"missing_in_bamboohr": [], "differing": [], "unknown_in_bamboohr": []}
     with bamboohr.client() as client:
-        for tenant_id in postgres.tenant_ids():
-            report = reconcile(postgres.database, tenant_id, client)
-            checked += report.checked_entries
-            for key in differences:
-                differences[key] += getattr(report, key)
+        report = reconcile(postgres.database, postgres.resolve_tenant(bamboohr.tenant()), client)
+    checked = report.checked_entries
+    differences = {k: getattr(report, k) for k in ("missing_in_bamboohr", "differing", "unknown_in_bamboohr")}
     clean = not any(differences.values())
     return dg.MaterializeResult(
         metadata={"configured": True, "checked_entries": checked, **{k: len(v) for k, v in differences.items()}},
