@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import date
 
 import pytest
 
@@ -110,3 +111,64 @@ def test_external_database_url_is_used_as_is(fresh_db) -> None:
     status = clay("db", "status", DATABASE_URL=fresh_db.admin_url)
     assert "external PostgreSQL" in status.stdout
     assert f"migrations: {MIGRATIONS} of {MIGRATIONS} applied" in status.stdout
+
+
+def test_approve_and_resolve_payroll_from_the_command_line(fresh_db) -> None:
+    from decimal import Decimal
+
+    from clay_pipelines.payroll import store
+    from clay_pipelines.payroll.model import Entry, Extraction
+
+    with fresh_db.admin() as conn:
+        tenant = conn.execute("INSERT INTO tenants (name, domain) VALUES ('OMS', 'oms.com') RETURNING id").fetchone()[0]
+    with fresh_db.database() as db, db.tenant_transaction(tenant) as conn:
+        store.sync_directory(conn, [{"id": "7", "first_name": "Ann", "last_name": "Li"}], {})
+        entries = [
+            Entry("Ann Li", Decimal("10.00"), 1, date=date(2026, 1, 30)),
+            Entry("Li", Decimal("5.00"), 1, date=date(2026, 1, 30)),
+        ]
+        store.store_extraction(
+            conn, "jan.pdf", "h", Extraction("jan.pdf", 1, None, entries=entries), store.load_resolver(conn)
+        )
+        unresolved = conn.execute("SELECT entry_id FROM payroll_review_queue").fetchone()[0]
+
+    bad = clay("approve", "payroll", "jan.pdf", "--by", "preston@oms.com", database=fresh_db.name)
+    assert (bad.returncode, bad.stderr.strip()) == (
+        2,
+        "clay: error: name the tenant: --tenant NAME, or FILE as TENANT/FILE",
+    )
+    approved = clay(
+        "approve", "payroll", "oms.com/jan.pdf", "--by", "preston@oms.com", "--reason", "ok", database=fresh_db.name
+    )
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == (
+        "jan.pdf version 1: approved by preston@oms.com; 1 BambooHR deliveries released, "
+        "1 still waiting for name review"
+    )
+    resolved = clay(
+        "payroll",
+        "resolve",
+        str(unresolved),
+        "--employee",
+        "7",
+        "--by",
+        "hr@oms.com",
+        "--tenant",
+        "oms.com",
+        database=fresh_db.name,
+    )
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.strip() == f"entry {unresolved} is employee 7 (resolved by hr@oms.com); delivery pending"
+    again = clay(
+        "payroll",
+        "resolve",
+        str(unresolved),
+        "--employee",
+        "7",
+        "--by",
+        "hr@oms.com",
+        "--tenant",
+        "oms.com",
+        database=fresh_db.name,
+    )
+    assert (again.returncode, again.stderr.strip()) == (2, f"clay: error: entry {unresolved} was already resolved")
