@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from clay_pipelines import settings
 from clay_pipelines.db import MaintenanceJob
+from clay_pipelines.metadata import markdown_table
 from clay_pipelines.payroll import checks, store
 from clay_pipelines.payroll.bamboohr import BambooHRClient, BambooHRConfig
 from clay_pipelines.payroll.delivery import deliver_pending, reconcile
@@ -315,12 +316,9 @@ def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResourc
                 None,
                 stored.document_id,
             )
-    preview = "\n".join(
-        ["| line | payee | id | date | amount |", "|---|---|---|---|---|"]
-        + [
-            f"| {k} | {e.employee_name} | {e.employee_id or ''} | {e.date or ''} | {e.amount} |"
-            for k, e in enumerate(extraction.entries[:20], start=1)
-        ]
+    preview = markdown_table(
+        ["line", "payee", "id", "date", "amount"],
+        [[k, e.employee_name, e.employee_id, e.date, e.amount] for k, e in enumerate(extraction.entries[:20], start=1)],
     )
     yield dg.MaterializeResult(
         metadata={

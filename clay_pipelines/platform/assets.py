@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from clay_pipelines.db import MaintenanceJob
+from clay_pipelines.metadata import markdown_table
 from clay_pipelines.platform import monitoring
 from clay_pipelines.resources import PostgresResource
 
@@ -49,12 +50,6 @@ EXTERNAL_ASSETS = [executions_table, mcp_telemetry_table, resources_table, syste
 HEALTH_WINDOW = timedelta(days=7)
 
 
-def _markdown_table(headers: list[str], rows: list[list[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 @dg.asset(
     key=["monitoring", "tool_health"],
     deps=[mcp_telemetry_table],
@@ -85,7 +80,7 @@ def tool_health(context: dg.AssetExecutionContext, postgres: PostgresResource) -
     error_prone = [h for h in health if h.error_prone]
     for h in error_prone:
         context.log.warning(f"{h.server_name}/{h.tool_name}: {h.error_rate}% of {h.total_calls} calls failed")
-    table = _markdown_table(
+    table = markdown_table(
         ["server", "tool", "calls", "errors", "error %", "avg ms", "p95 ms"],
         [[h.server_name, h.tool_name, h.total_calls, h.errors, h.error_rate, h.avg_ms, h.p95_ms] for h in health],
     )
@@ -146,7 +141,7 @@ def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) 
             f"(threshold {u.alert_threshold * 100}%)"
         )
     overdrawn = [u for u in usage if u.available < 0]
-    table = _markdown_table(
+    table = markdown_table(
         ["tenant", "resource", "window", "budget", "used", "reserved", "available", "usage %", "alerted"],
         [
             [
