@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
@@ -400,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # BackfillPolicy is marked beta in this Dagster release; the notice is not for the user.
+    warnings.filterwarnings("ignore", message=r".*is currently in beta.*")
     logging.basicConfig(level=os.environ.get("CLAY_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler

@@ -1,11 +1,14 @@
 """The one root: every asset, check, job, schedule, sensor and resource, and the policies applied
 to all of them (executor, retries, the automation sensor)."""
 
+import os
+
 import dagster as dg
 
 from clay_pipelines.payroll.assets import PAYROLL_ASSETS, PAYROLL_SENSORS, BambooHRSettings, PayrollSettings
 from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS
 from clay_pipelines.resources import PostgresResource
+from clay_pipelines.routing.assets import ROUTING_ASSETS, EmbedderResource
 
 # Transient failures (a dropped connection, a busy database) get three more tries with growing,
 # jittered waits; run-level retries for everything launched from the UI are set in dagster.yaml.
@@ -13,7 +16,7 @@ DEFAULT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
 
-ALL_ASSETS = [*EXTERNAL_ASSETS, *MONITORING_ASSETS, *PAYROLL_ASSETS]
+ALL_ASSETS = [*EXTERNAL_ASSETS, *MONITORING_ASSETS, *PAYROLL_ASSETS, *ROUTING_ASSETS]
 
 monitoring_job = dg.define_asset_job(
     "platform_monitoring",
@@ -47,6 +50,7 @@ defs = dg.Definitions(
         ),
         "payroll": PayrollSettings(),
         "bamboohr": BambooHRSettings(),
+        "embedder": EmbedderResource(name=os.environ.get("CLAY_EMBEDDER", "hashing")),
     },
     # Two cores: two processes at most.
     executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
