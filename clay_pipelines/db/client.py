@@ -45,6 +45,7 @@ class MaintenanceJob(StrEnum):
     SEED_WORLD = "seed_world"
     PLATFORM_ANALYTICS = "platform_analytics"
     SYSTEM_ROLLUPS = "system_rollups"
+    SYSTEM_EMBEDDINGS = "system_embeddings"
     LIFECYCLE_PRUNE = "lifecycle_prune"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
-from clay_pipelines.db import Database
+from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.routing.embeddings import Embedder, tag
 
 BATCH = 5000
@@ -69,6 +69,24 @@ def embed_systems(db: Database, tenant_id: UUID, embedder: Embedder) -> int:
         rows = conn.execute(
             "SELECT id, coalesce(description, '') || ' ' || array_to_string(capabilities, ' ') FROM systems "
             "WHERE tenant_id IS NOT NULL AND capabilities_embedding_model IS DISTINCT FROM %s",
+            (model,),
+        ).fetchall()
+        for (system_id, _), vector in zip(rows, embedder.encode([t for _, t in rows]) if rows else [], strict=True):
+            conn.execute(
+                "UPDATE systems SET capabilities_embedding = %s, capabilities_embedding_model = %s WHERE id = %s",
+                (vector, model, system_id),
+            )
+    return len(rows)
+
+
+def embed_shared_systems(db: Database, embedder: Embedder) -> int:
+    """Capability vectors of the platform-wide skills (tenant_id NULL), by the maintenance role:
+    tenants can read them but never write them."""
+    model = tag(embedder)
+    with db.maintenance_transaction(MaintenanceJob.SYSTEM_EMBEDDINGS) as conn:
+        rows = conn.execute(
+            "SELECT id, coalesce(description, '') || ' ' || array_to_string(capabilities, ' ') FROM systems "
+            "WHERE tenant_id IS NULL AND capabilities_embedding_model IS DISTINCT FROM %s",
             (model,),
         ).fetchall()
         for (system_id, _), vector in zip(rows, embedder.encode([t for _, t in rows]) if rows else [], strict=True):

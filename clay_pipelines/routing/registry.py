@@ -1,0 +1,114 @@
+"""The systems registry's figures, kept true from executions, and its dependency graph.
+
+Rollups are set-based SQL. A tenant's own systems are rolled up from that tenant's executions in
+a tenant transaction; the platform-wide skills (tenant_id NULL) serve every tenant, so their
+figures are rolled up across tenants by the maintenance role (MaintenanceJob.SYSTEM_ROLLUPS).
+Routed-but-not-completed executions are not counted: they have no outcome yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import psycopg
+
+from clay_pipelines.db import Database, MaintenanceJob
+
+_ROLLUP = """
+WITH figures AS (
+  SELECT s.id,
+         count(e.id) AS total,
+         count(e.id) FILTER (WHERE e.status = 'success') AS successful,
+         coalesce(avg(e.cost_usd), 0) AS cost,
+         coalesce(round(avg(e.duration_ms)), 0)::integer AS duration,
+         avg(e.user_satisfaction) AS satisfaction
+  FROM systems s
+  LEFT JOIN executions e ON e.system_id = s.id AND e.completed_at IS NOT NULL
+  WHERE {scope}
+  GROUP BY s.id
+)
+UPDATE systems s SET
+  total_executions = f.total, successful_executions = f.successful,
+  avg_cost_usd = round(f.cost, 6), avg_execution_time_ms = f.duration,
+  avg_user_satisfaction = round(f.satisfaction, 3), updated_at = now()
+FROM figures f
+WHERE s.id = f.id
+  AND (s.total_executions, s.successful_executions, s.avg_cost_usd, s.avg_execution_time_ms, s.avg_user_satisfaction)
+      IS DISTINCT FROM (f.total, f.successful, round(f.cost, 6), f.duration, round(f.satisfaction, 3))
+"""
+
+_REVERSE_DEPENDENCIES = """
+WITH reverse AS (
+  SELECT s.id, coalesce(array_agg(d.id ORDER BY d.name) FILTER (WHERE d.id IS NOT NULL), '{{}}') AS dependents
+  FROM systems s LEFT JOIN systems d ON s.id = ANY(d.depends_on)
+  WHERE {scope}
+  GROUP BY s.id
+)
+UPDATE systems s SET reverse_dependencies = r.dependents, updated_at = now()
+FROM reverse r WHERE s.id = r.id AND s.reverse_dependencies IS DISTINCT FROM r.dependents
+"""
+
+
+def rollup_shared_systems(db: Database) -> int:
+    """Figures and reverse dependencies of the platform-wide skills; returns rows changed."""
+    with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
+        changed = conn.execute(_ROLLUP.format(scope="s.tenant_id IS NULL")).rowcount
+        changed += conn.execute(_REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NULL")).rowcount
+    return changed
+
+
+def rollup_tenant_systems(db: Database, tenant_id: UUID) -> int:
+    """Figures and reverse dependencies of the tenant's own systems, from its own executions."""
+    with db.tenant_transaction(tenant_id) as conn:
+        changed = conn.execute(_ROLLUP.format(scope="s.tenant_id IS NOT NULL")).rowcount
+        changed += conn.execute(_REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NOT NULL")).rowcount
+    return changed
+
+
+@dataclass(frozen=True)
+class GraphProblem:
+    kind: str  # cycle | dangling
+    detail: str
+
+
+def dependency_problems(conn: psycopg.Connection) -> list[GraphProblem]:
+    """Cycles in depends_on and ids that name no system, among the systems this transaction sees."""
+    rows = conn.execute("SELECT id, name, depends_on FROM systems").fetchall()
+    names = {r[0]: r[1] for r in rows}
+    graph = {r[0]: list(r[2] or []) for r in rows}
+    problems = [
+        GraphProblem("dangling", f"{names[s]} depends on {d}, which is no system")
+        for s, deps in graph.items()
+        for d in deps
+        if d not in names
+    ]
+    state: dict[UUID, int] = {}  # 1 on the stack, 2 done
+    for start in sorted(graph, key=lambda s: names[s]):
+        if state.get(start):
+            continue
+        stack: list[tuple[UUID, int]] = [(start, 0)]
+        path: list[UUID] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            deps = [d for d in graph.get(node, []) if d in names]
+            if i < len(deps):
+                stack.append((node, i + 1))
+                nxt = deps[i]
+                if state.get(nxt) == 1:
+                    cycle = [*path[path.index(nxt) :], nxt]
+                    problems.append(GraphProblem("cycle", " -> ".join(names[c] for c in cycle)))
+                elif not state.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return problems
+
+
+def platform_dependency_problems(db: Database) -> list[GraphProblem]:
+    with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
+        return dependency_problems(conn)
