@@ -5,6 +5,9 @@
   clay run                                materialize every asset, headless
   clay dev                                the Dagster UI on the same database and instance
   clay env                                shell exports for plain `dagster` commands
+  clay route "REQUEST" --tenant NAME      route a request (logged as an execution unless --dry-run)
+  clay learn rules [--tenant NAME] [--full]  learn routing rules now
+  clay eval routing --train F --test F    measure rule learning and routing on labelled data
 
 Errors are one line on stderr and a non-zero exit (CLAY_DEBUG=1 shows the traceback).
 """
@@ -329,6 +332,89 @@ def _iso_date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from error
 
 
+def _embedder(name: str | None):
+    from clay_pipelines.routing.embeddings import get_embedder
+
+    try:
+        return get_embedder(name or os.environ.get("CLAY_EMBEDDER", "hashing"))
+    except (ValueError, RuntimeError) as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    import json
+
+    from clay_pipelines.db import UnknownTenantError
+    from clay_pipelines.routing.router import route
+
+    embedder = _embedder(args.embedder)
+    with _database() as db:
+        try:
+            tenant_id = db.resolve_tenant(args.tenant)
+            decision = route(db, tenant_id, args.request, embedder, dry_run=args.dry_run)
+        except (UnknownTenantError, ValueError) as error:
+            raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    if args.json:
+        _say(json.dumps(decision.as_dict(), indent=2))
+        return 0
+    _say(f"{decision.system_name}  (path {decision.path}, confidence {decision.confidence:.3f})")
+    if decision.rule_pattern:
+        _say(f"  rule: {decision.rule_pattern!r} ({decision.rule_id}), similarity {decision.similarity}")
+    if decision.alternatives:
+        _say(f"  alternatives: {', '.join(decision.alternatives)}")
+    for reason in decision.fallbacks:
+        _say(f"  fallback: {reason}")
+    if decision.requires_approval:
+        _say(f"  requires approval for: {', '.join(decision.approval_actions)}")
+    _say(f"  logged as execution {decision.execution_id}" if decision.execution_id else "  dry run: nothing logged")
+    return 0
+
+
+def cmd_learn_rules(args: argparse.Namespace) -> int:
+    from clay_pipelines.db import UnknownTenantError
+    from clay_pipelines.routing.embeddings import tag
+    from clay_pipelines.routing.rule_store import learn_rules_full, learn_rules_incremental
+
+    embedder = _embedder(args.embedder)
+    learn = learn_rules_full if args.full else learn_rules_incremental
+    with _database() as db:
+        try:
+            tenants = [db.resolve_tenant(args.tenant)] if args.tenant else db.tenant_ids()
+        except UnknownTenantError as error:
+            raise CommandError(str(error), EXIT_BAD_INPUT) from error
+        for tenant_id in tenants:
+            r = learn(db, tenant_id, tag(embedder), embedder.name)
+            _say(
+                f"{tenant_id}: {r.mode}, {r.executions_read:,} executions read, {r.created} rules created, "
+                f"{r.updated} updated, {r.deactivated} deactivated, {r.active_rules} active ({r.seconds:.1f} s)"
+            )
+    return 0
+
+
+def cmd_eval_routing(args: argparse.Namespace) -> int:
+    import json
+
+    from clay_pipelines.routing.evaluation import EvaluationInputError, evaluate_routing
+
+    embedder = _embedder(args.embedder)
+    try:
+        result = evaluate_routing(
+            args.train,
+            args.test,
+            embedder,
+            noise=args.noise,
+            seed=args.seed,
+            oos_path=args.oos,
+            calibrate_path=args.calibrate,
+            calibrate_oos_path=args.calibrate_oos,
+            progress=(lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True)),
+        )
+    except EvaluationInputError as error:
+        raise CommandError(str(error), EXIT_BAD_INPUT) from error
+    _say(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -392,6 +478,38 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "env", help='print shell exports for plain `dagster` commands: eval "$(clay env)"'
     ).set_defaults(handler=cmd_env)
+
+    route_parser = commands.add_parser("route", help="route a request with the learned rules")
+    route_parser.add_argument("request", help="the user's request, quoted")
+    route_parser.add_argument("--tenant", required=True, help="tenant name, domain or id")
+    route_parser.add_argument("--embedder", default=None, help="hashing (default: $CLAY_EMBEDDER), minilm, openai")
+    route_parser.add_argument("--json", action="store_true", help="print the decision as JSON")
+    route_parser.add_argument("--dry-run", action="store_true", help="decide only; log no execution")
+    route_parser.set_defaults(handler=cmd_route)
+
+    learn = commands.add_parser("learn", help="learn from executions")
+    learn_commands = learn.add_subparsers(dest="what", required=True, metavar="WHAT")
+    rules = learn_commands.add_parser("rules", help="routing rules (incremental unless --full)")
+    rules.add_argument("--tenant", default=None, help="one tenant (default: every tenant)")
+    rules.add_argument("--full", action="store_true", help="re-cluster every execution")
+    rules.add_argument("--embedder", default=None)
+    rules.set_defaults(handler=cmd_learn_rules)
+
+    evaluate = commands.add_parser("eval", help="measure a pipeline on labelled data")
+    eval_commands = evaluate.add_subparsers(dest="what", required=True, metavar="WHAT")
+    routing = eval_commands.add_parser("routing", help="rule learning and routing on text,label CSV files")
+    routing.add_argument("--train", type=Path, required=True, help="CSV text,label: the executions to learn from")
+    routing.add_argument("--test", type=Path, required=True, help="CSV text,label: the requests to route")
+    routing.add_argument("--embedder", default=None, help="hashing (default), minilm, openai")
+    routing.add_argument("--noise", type=float, default=0.15, help="share of extra failed executions on a wrong system")
+    routing.add_argument("--seed", type=int, default=0)
+    routing.add_argument("--oos", type=Path, default=None, help="CSV text[,label]: requests that fit no label")
+    routing.add_argument(
+        "--calibrate", type=Path, default=None, help="CSV text,label: validation data for the threshold"
+    )
+    routing.add_argument("--calibrate-oos", type=Path, default=None, help="CSV text: out-of-scope validation data")
+    routing.add_argument("--json", action="store_true", help="one line of JSON, no progress")
+    routing.set_defaults(handler=cmd_eval_routing)
 
     dev = commands.add_parser("dev", help="open the Dagster UI on the same database and instance")
     dev.add_argument("--port", type=int, default=3000)

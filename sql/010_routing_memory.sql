@@ -12,7 +12,7 @@ SET LOCAL ROLE clay_owner;
 
 ALTER TABLE public.routing_rules
   ADD COLUMN IF NOT EXISTS member_similarity numeric,         -- median similarity of members to the rule
-  ADD COLUMN IF NOT EXISTS similarity_floor numeric,          -- 10th percentile: below it, not a member
+  ADD COLUMN IF NOT EXISTS similarity_floor numeric,          -- 5th percentile less a tolerance: below it, not a member
   ADD COLUMN IF NOT EXISTS last_used_at timestamp with time zone,
   ADD COLUMN IF NOT EXISTS times_used integer NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS updated_at timestamp with time zone DEFAULT now(),

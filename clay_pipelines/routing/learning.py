@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
@@ -315,18 +315,21 @@ def summarise_group(
 
 
 def similarity_quantiles(histogram: np.ndarray, bins: np.ndarray) -> tuple[float, float]:
-    """Median and 10th percentile from a histogram of similarities."""
+    """Median, and the similarity floor (5th percentile less FLOOR_TOLERANCE), from a histogram."""
     total = histogram.sum()
     if total == 0:
         return 0.0, 0.0
     cumulative = np.cumsum(histogram) / total
     centres = (bins[:-1] + bins[1:]) / 2
     median = float(centres[np.searchsorted(cumulative, 0.5)])
-    floor = float(centres[np.searchsorted(cumulative, 0.10)])
+    floor = float(centres[np.searchsorted(cumulative, 0.05)]) - FLOOR_TOLERANCE
     return median, floor
 
 
 SIMILARITY_BINS = np.linspace(-1.0, 1.0, 401)
+# A new request joins a rule when it is about as alike as the rule's least typical members: the 5th
+# percentile of member similarity, less this tolerance.
+FLOOR_TOLERANCE = 0.05
 
 
 def margins(centroids: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
@@ -465,8 +468,11 @@ class RuleLearner:
         k = len(self._sums)
         best = np.full(k, -1, dtype=np.int64)
         seeds: list[tuple[int, int]] = []
+        # A micro-cluster holds a dozen requests: any system that served one is a candidate there;
+        # the minimum number of executions per system applies to the merged rule.
+        micro_settings = replace(settings, min_system_executions=1)
         for m in np.flatnonzero(self._members.sum(axis=1) > 0):
-            ranking = rank_systems(self._evidence, int(m), settings.weights, settings)
+            ranking = rank_systems(self._evidence, int(m), settings.weights, micro_settings)
             candidates = [s for s in ranking.order if active_systems[s]]
             if not candidates:
                 continue

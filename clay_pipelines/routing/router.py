@@ -50,6 +50,8 @@ class RoutingDecision:
     execution_id: UUID | None = None
     embedder: str = ""
     elapsed_ms: float = 0.0
+    rule_score: float | None = None  # the best rule's score, taken or not
+    rule_system: str | None = None  # what that rule recommends
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -190,9 +192,14 @@ def route(
         names = dict(zip(catalog.ids, catalog.names, strict=True))
         active = {system_id for system_id, on in zip(catalog.ids, catalog.active, strict=True) if on}
         blocked = systems_over_budget(conn, catalog)
+        candidates = nearest_rules(conn, vector, embedder, exact=exact)
         decision = _decide(
-            conn, vector, embedder, catalog, names, active, blocked, threshold, capability_threshold, exact
+            conn, vector, embedder, catalog, candidates, names, active, blocked, threshold, capability_threshold
         )
+        if candidates:
+            best = max(candidates, key=lambda c: (c.score(), c.similarity))
+            decision.rule_score = round(best.score(), 4)
+            decision.rule_system = names.get(best.recommended) if best.recommended else None
         decision.embedder = tag(embedder)
         if decision.system_id is not None:
             constitution = catalog.constitutions[catalog.ids.index(decision.system_id)]
@@ -214,15 +221,14 @@ def _decide(
     vector: np.ndarray,
     embedder: Embedder,
     catalog: SystemCatalog,
+    candidates: list[RuleCandidate],
     names: dict[UUID, str],
     active: set[UUID],
     blocked: dict[UUID, str],
     threshold: float,
     capability_threshold: float,
-    exact: bool,
 ) -> RoutingDecision:
     fallbacks: list[str] = []
-    candidates = nearest_rules(conn, vector, embedder, exact=exact)
     if not candidates:
         fallbacks.append(f"no active routing rule for embedder {tag(embedder)}")
     else:

@@ -27,6 +27,7 @@ import psycopg
 
 from clay_pipelines.db import Database
 from clay_pipelines.routing.learning import (
+    FLOOR_TOLERANCE,
     Evidence,
     ExecutionBatch,
     LearnerSettings,
@@ -311,13 +312,13 @@ def refresh_rule_statistics(
         """
         SELECT m.rule_id, count(*),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY m.similarity),
-               percentile_cont(0.1) WITHIN GROUP (ORDER BY m.similarity),
+               percentile_cont(0.05) WITHIN GROUP (ORDER BY m.similarity) - %s,
                avg(m.similarity), r.request_embedding
         FROM routing_memberships m JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
         WHERE m.embedding_model = %s
         GROUP BY m.rule_id, r.request_embedding
         """,
-        (model,),
+        (FLOOR_TOLERANCE, model),
     ).fetchall()
     rule_ids = [r[0] for r in shape]
     index = {rule_id: i for i, rule_id in enumerate(rule_ids)}

@@ -1,0 +1,300 @@
+"""`clay eval routing`: the rule learner and the router measured on labelled intent data.
+
+A throwaway embedded PostgreSQL (in a temporary folder) gets one tenant, one system per label and a
+catch-all, and executions made from TRAIN: each text handled by its label's system with status
+success, plus a `noise` share of extra executions of the same texts handled by another, randomly
+chosen system with status failed. The pipeline's own code then embeds nothing twice, learns rules
+(full re-cluster) and routes every TEST text through route(). Optionally the routing threshold is
+calibrated on validation files first (never on the test files).
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from psycopg.types.json import Jsonb
+
+from clay_pipelines.db import Database, MaintenanceJob
+from clay_pipelines.db import embedded as embedded_server
+from clay_pipelines.db.migrations import apply_migrations
+from clay_pipelines.db.targets import ensure_database
+from clay_pipelines.routing.embeddings import Embedder, tag
+from clay_pipelines.routing.router import RoutingDecision, route
+from clay_pipelines.routing.rule_store import learn_rules_full
+
+CATCH_ALL = "clay-consigliere"
+
+
+class EvaluationInputError(ValueError):
+    """A CSV file the evaluation cannot use; the message names the file and row."""
+
+
+def read_labelled(path: Path, require_label: bool = True) -> list[tuple[str, str]]:
+    """Rows (text, label) of a CSV with the header text,label."""
+    if not path.is_file():
+        raise EvaluationInputError(f"{path}: no such file")
+    rows: list[tuple[str, str]] = []
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if (
+            not reader.fieldnames
+            or "text" not in reader.fieldnames
+            or (require_label and "label" not in reader.fieldnames)
+        ):
+            raise EvaluationInputError(f"{path}: expected the columns text,label, found {reader.fieldnames}")
+        for number, row in enumerate(reader, start=2):
+            text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
+            if not text or (require_label and not label):
+                raise EvaluationInputError(f"{path}, row {number}: empty {'text' if not text else 'label'}")
+            rows.append((text, label))
+    if not rows:
+        raise EvaluationInputError(f"{path}: no rows")
+    return rows
+
+
+@dataclass
+class RoutedSet:
+    labels: list[str]
+    decisions: list[RoutingDecision]
+    scores: np.ndarray  # the best rule's score, even when not accepted
+
+
+def _system_id(label: str) -> uuid.UUID:
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"clay-eval/system/{label}")
+
+
+def _build_world(
+    db: Database, train: list[tuple[str, str]], embedder: Embedder, noise: float, seed: int
+) -> tuple[uuid.UUID, float]:
+    labels = sorted({label for _, label in train})
+    rng = np.random.default_rng(seed)
+    tenant_id = uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/tenant")
+    with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
+        conn.execute(
+            "INSERT INTO tenants (id, name, domain, subscription_tier) VALUES (%s, 'Evaluation', 'eval.example', 'enterprise')",
+            (tenant_id,),
+        )
+        constitution = {
+            "skill": CATCH_ALL,
+            "requires_approval": [],
+            "parameters": {"routing_confidence_threshold": 0.7, "min_rule_executions": 50, "catch_all": True},
+        }
+        systems = [
+            (
+                uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/catch-all"),
+                CATCH_ALL,
+                "agent",
+                "general questions, anything else",
+                [],
+                constitution,
+            )
+        ]
+        systems += [
+            (
+                _system_id(label),
+                f"intent-{label}",
+                "component",
+                label.replace("_", " "),
+                [label],
+                {"skill": label, "requires_approval": []},
+            )
+            for label in labels
+        ]
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO systems (id, tenant_id, name, type, description, capabilities, constitution) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(i, tenant_id, n, t, d, c, Jsonb(k)) for i, n, t, d, c, k in systems],
+            )
+    texts = [text for text, _ in train]
+    handled = [label for _, label in train]
+    statuses = ["success"] * len(train)
+    for i in rng.choice(len(train), size=round(noise * len(train)), replace=False) if noise > 0 else []:
+        others = [label for label in labels if label != train[i][1]]
+        texts.append(train[i][0])
+        handled.append(others[int(rng.integers(len(others)))])
+        statuses.append("failed")
+    started = time.perf_counter()
+    vectors = embedder.encode(texts)
+    embed_seconds = time.perf_counter() - started
+    with (
+        db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn,
+        conn.cursor() as cursor,
+        cursor.copy(
+            "COPY executions (tenant_id, system_id, system_name, user_request, request_embedding, "
+            "request_embedding_model, governance_check, status, started_at, completed_at, cost_usd) "
+            "FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy,
+    ):
+        copy.set_types(
+            [
+                "uuid",
+                "uuid",
+                "text",
+                "text",
+                "vector",
+                "text",
+                "jsonb",
+                "text",
+                "timestamptz",
+                "timestamptz",
+                "numeric",
+            ]
+        )
+        now = time.time()
+        from datetime import UTC, datetime, timedelta
+
+        base = datetime.fromtimestamp(now, UTC) - timedelta(days=30)
+        for i, (text, label, status, vector) in enumerate(zip(texts, handled, statuses, vectors, strict=True)):
+            at = base + timedelta(seconds=i)
+            copy.write_row(
+                (
+                    tenant_id,
+                    _system_id(label),
+                    f"intent-{label}",
+                    text,
+                    vector,
+                    tag(embedder),
+                    Jsonb({"requires_approval": False}),
+                    status,
+                    at,
+                    at + timedelta(milliseconds=800),
+                    0.01,
+                )
+            )
+    return tenant_id, len(texts) / embed_seconds
+
+
+def _route_all(
+    db: Database, tenant_id: uuid.UUID, rows: list[tuple[str, str]], embedder: Embedder
+) -> tuple[RoutedSet, list[float]]:
+    vectors = embedder.encode([text for text, _ in rows])
+    decisions: list[RoutingDecision] = []
+    latencies: list[float] = []
+    for (text, _), vector in zip(rows, vectors, strict=True):
+        started = time.perf_counter()
+        decisions.append(route(db, tenant_id, text, embedder, vector=vector))
+        latencies.append((time.perf_counter() - started) * 1000)
+    scores = np.array([d.rule_score if d.rule_score is not None else 0.0 for d in decisions])
+    return RoutedSet([label for _, label in rows], decisions, scores), latencies
+
+
+def _correct(decision: RoutingDecision, label: str) -> bool:
+    return decision.system_name == f"intent-{label}"
+
+
+def _at_threshold(routed: RoutedSet, threshold: float) -> np.ndarray:
+    """Which requests a rule would take at `threshold` (the router's own decision otherwise)."""
+    return routed.scores >= threshold
+
+
+def calibrate_threshold(in_scope: RoutedSet, oos: RoutedSet | None, oos_recall_target: float) -> float:
+    """The threshold that maximises in-scope accuracy on validation; with OOS validation data, the
+    best one whose OOS recall (share left to the fallback) reaches the target."""
+    rule_correct = np.array(
+        [d.rule_system == f"intent-{label}" for d, label in zip(in_scope.decisions, in_scope.labels, strict=True)]
+    )
+    candidates = np.unique(np.round(np.concatenate([in_scope.scores, oos.scores if oos else []]), 4))
+    best, best_accuracy = 0.0, -1.0
+    for threshold in candidates:
+        accuracy = float(np.mean(rule_correct & _at_threshold(in_scope, threshold)))
+        if oos is not None and float(np.mean(~_at_threshold(oos, threshold))) < oos_recall_target:
+            continue
+        if accuracy > best_accuracy:
+            best, best_accuracy = float(threshold), accuracy
+    return best
+
+
+def _set_threshold(db: Database, threshold: float) -> None:
+    with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
+        conn.execute(
+            "UPDATE systems SET constitution = jsonb_set(constitution, '{parameters,routing_confidence_threshold}', %s) "
+            "WHERE name = %s",
+            (Jsonb(threshold), CATCH_ALL),
+        )
+
+
+def evaluate_routing(
+    train_path: Path,
+    test_path: Path,
+    embedder: Embedder,
+    *,
+    noise: float = 0.15,
+    seed: int = 0,
+    oos_path: Path | None = None,
+    calibrate_path: Path | None = None,
+    calibrate_oos_path: Path | None = None,
+    oos_recall_target: float = 0.80,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    if not 0 <= noise < 1:
+        raise EvaluationInputError(f"--noise must be in [0, 1), got {noise}")
+    train, test = read_labelled(train_path), read_labelled(test_path)
+    oos = read_labelled(oos_path, require_label=False) if oos_path else None
+    calibration = read_labelled(calibrate_path) if calibrate_path else None
+    calibration_oos = read_labelled(calibrate_oos_path, require_label=False) if calibrate_oos_path else None
+    unknown = sorted({label for _, label in test} - {label for _, label in train})
+    if unknown:
+        raise EvaluationInputError(f"{test_path}: labels not in {train_path}: {', '.join(unknown[:5])}")
+    with tempfile.TemporaryDirectory(prefix="clay-eval-") as folder:
+        server = embedded_server.start(Path(folder) / "pgdata")
+        try:
+            ensure_database(server.url("postgres"), "clay_eval")
+            admin = server.url("clay_eval")
+            apply_migrations(admin)
+            # The router never searches executions by vector; without this index the load is a plain COPY.
+            import psycopg
+
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f"DROP INDEX IF EXISTS executions_embedding_{embedder.name}{embedder.version}_hnsw")
+            with Database(server.url("clay_eval", "clay_app"), server.url("clay_eval", "clay_maintenance")) as db:
+                progress(f"{len(train):,} training texts, {len(set(label for _, label in train))} labels")
+                tenant_id, embed_per_s = _build_world(db, train, embedder, noise, seed)
+                from clay_pipelines.routing.embed_store import embed_systems
+
+                embed_systems(db, tenant_id, embedder)
+                started = time.perf_counter()
+                report = learn_rules_full(db, tenant_id, tag(embedder), embedder.name, progress=progress)
+                learn_s = time.perf_counter() - started
+                result: dict[str, Any] = {"embedder": tag(embedder), "rules": report.active_rules}
+                if calibration is not None:
+                    calibrated, _ = _route_all(db, tenant_id, calibration, embedder)
+                    calibrated_oos = (
+                        _route_all(db, tenant_id, calibration_oos, embedder)[0] if calibration_oos else None
+                    )
+                    threshold = calibrate_threshold(calibrated, calibrated_oos, oos_recall_target)
+                    _set_threshold(db, threshold)
+                    result["threshold"] = threshold
+                    progress(f"routing_confidence_threshold calibrated on {calibrate_path.name}: {threshold}")
+                routed, latencies = _route_all(db, tenant_id, test, embedder)
+                correct = [_correct(d, label) for d, label in zip(routed.decisions, routed.labels, strict=True)]
+                top3 = [
+                    f"intent-{label}" in ([d.system_name, *d.alternatives][:3])
+                    for d, label in zip(routed.decisions, routed.labels, strict=True)
+                ]
+                result.update(
+                    {
+                        "accuracy": round(float(np.mean(correct)), 4),
+                        "top3": round(float(np.mean(top3)), 4),
+                        "coverage": round(float(np.mean([d.path == "rule" for d in routed.decisions])), 4),
+                        "embed_per_s": round(embed_per_s, 1),
+                        "learn_s": round(learn_s, 2),
+                        "route_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                        "route_p99_ms": round(float(np.percentile(latencies, 99)), 2),
+                    }
+                )
+                if oos is not None:
+                    routed_oos, _ = _route_all(db, tenant_id, oos, embedder)
+                    result["in_scope_accuracy"] = result["accuracy"]
+                    result["oos_recall"] = round(float(np.mean([d.path != "rule" for d in routed_oos.decisions])), 4)
+        finally:
+            embedded_server.stop(Path(folder) / "pgdata")
+    return result

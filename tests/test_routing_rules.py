@@ -1,0 +1,193 @@
+"""Rule learning and the router, on a constructed world whose right answers are known."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+
+from clay_pipelines.routing.embeddings import HashingEmbedder, tag
+from clay_pipelines.routing.learning import wilson_lower_bound
+from clay_pipelines.routing.router import route
+from clay_pipelines.routing.rule_store import learn_rules_full, learn_rules_incremental
+from tests import routing_world as world
+
+MODEL = "hashing@1"
+
+
+@pytest.fixture
+def acme(fresh_db):
+    with fresh_db.database() as db:
+        world.build(db)
+        world.add_executions(db, world.ACME, world.payroll_rows() + world.email_rows())
+        yield db
+
+
+def _rules(db, tenant=world.ACME) -> list[tuple]:
+    with db.tenant_transaction(tenant) as conn:
+        return conn.execute(
+            """
+            SELECT r.id, s.name, array(SELECT a.name FROM unnest(r.alternative_systems) WITH ORDINALITY u(id, n)
+                                       JOIN systems a ON a.id = u.id ORDER BY u.n),
+                   r.based_on_executions, r.success_rate, r.confidence_score, r.is_active, r.auto_generated,
+                   r.request_pattern
+            FROM routing_rules r LEFT JOIN systems s ON s.id = r.recommended_system_id
+            ORDER BY s.name, r.created_at
+            """
+        ).fetchall()
+
+
+def test_wilson_lower_bound_prefers_evidence() -> None:
+    bounds = wilson_lower_bound(np.array([9, 90, 0]), np.array([10, 100, 0]))
+    assert bounds[0] < bounds[1] and bounds[2] == 0.0
+    assert round(float(bounds[1]), 3) == 0.826
+
+
+def test_learning_recommends_the_system_that_does_best_with_the_runners_up(acme) -> None:
+    report = learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    assert (report.created, report.updated, report.deactivated) == (2, 0, 0)
+    rules = _rules(acme)
+    summary = [(r[1], r[2], r[3], r[4], r[6], r[7]) for r in rules]
+    # payroll: bot 54/60 beats generalist 3/30; email: only writer, 76/80.
+    assert summary == [
+        ("payroll-bot", ["generalist"], 90, Decimal("0.6333"), True, True),
+        ("writer", [], 80, Decimal("0.9500"), True, True),
+    ]
+    assert all(0 <= r[5] <= 1 for r in rules)
+    assert rules[0][8] in world.payroll_texts(60) and rules[1][8] in world.email_texts(80)
+
+
+def test_rules_keep_their_identity_and_people_rules_are_untouched(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    before = {r[1]: r[0] for r in _rules(acme)}
+    with acme.tenant_transaction(world.ACME) as conn:
+        human = conn.execute(
+            "INSERT INTO routing_rules (request_pattern, request_embedding, request_embedding_model, "
+            "recommended_system_id, confidence_score, auto_generated, created_by, based_on_executions) "
+            "VALUES ('expense report', %s, %s, %s, 0.9, false, 'ops@acme.test', 3) RETURNING *",
+            (HashingEmbedder().encode(["expense report"])[0], MODEL, world.SYSTEMS["generalist"]),
+        ).fetchone()
+    again = learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    assert (again.created, again.updated, again.deactivated) == (0, 2, 0)
+    assert {r[1]: r[0] for r in _rules(acme) if r[7]} == before
+    # More of the same kind: the incremental path adds them to the existing rules, creates none.
+    world.add_executions(acme, world.ACME, world.email_rows(20), days_ago=1)
+    incremental = learn_rules_incremental(acme, world.ACME, MODEL, "hashing")
+    assert incremental.created == 0 and incremental.assigned == 20
+    assert {r[1]: (r[0], r[3]) for r in _rules(acme) if r[7]} == {
+        "payroll-bot": (before["payroll-bot"], 90),
+        "writer": (before["writer"], 100),
+    }
+    with acme.tenant_transaction(world.ACME) as conn:
+        assert conn.execute("SELECT * FROM routing_rules WHERE id = %s", (human[0],)).fetchone() == human
+
+
+def test_a_rule_whose_support_is_gone_is_deactivated_not_deleted(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    writer_rule = next(r[0] for r in _rules(acme) if r[1] == "writer")
+    with acme.tenant_transaction(world.ACME) as conn:
+        conn.execute("DELETE FROM executions WHERE system_name = 'writer'")
+    report = learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    assert report.deactivated == 1
+    with acme.tenant_transaction(world.ACME) as conn:
+        row = conn.execute(
+            "SELECT is_active, deactivation_reason, (SELECT count(*) FROM routing_rule_prototypes WHERE rule_id = %s) "
+            "FROM routing_rules WHERE id = %s",
+            (writer_rule, writer_rule),
+        ).fetchone()
+    assert row == (False, "no longer supported", 0)
+
+
+def test_router_paths_and_the_reason_for_every_fallback(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    from clay_pipelines.routing.embed_store import embed_shared_systems
+
+    embed_shared_systems(acme, HashingEmbedder())
+    embedder = HashingEmbedder()
+
+    decision = route(acme, world.ACME, "please run payroll for March", embedder)
+    assert (decision.system_name, decision.path) == ("payroll-bot", "rule")
+    assert decision.alternatives[0] == "generalist" and decision.fallbacks == []
+    assert decision.requires_approval and decision.approval_actions == ["upload_payroll_entries"]
+
+    # The recommended system goes into maintenance: the rule's alternative takes over.
+    with acme.maintenance_transaction(world.MaintenanceJob.SEED_WORLD) as conn:
+        conn.execute("UPDATE systems SET status = 'maintenance' WHERE name = 'payroll-bot'")
+    decision = route(acme, world.ACME, "please run payroll for March", embedder)
+    assert (decision.system_name, decision.path, decision.fallbacks) == (
+        "generalist",
+        "rule",
+        ["payroll-bot is not active"],
+    )
+
+    # Nothing like any rule, but a system's capabilities fit: the capability match.
+    decision = route(acme, world.ACME, "drafting emails and notes", embedder)
+    assert decision.path in ("rule", "capability") and decision.system_name == "writer"
+    decision = route(acme, world.ACME, "general purpose assistant", embedder)
+    assert (decision.path, decision.system_name) == ("capability", "generalist")
+    assert (
+        decision.fallbacks[0].startswith("best rule ") and "routing_confidence_threshold 0.6" in decision.fallbacks[0]
+    )
+
+    # Nothing fits at all: the catch-all.
+    decision = route(acme, world.ACME, "zebra quantum banana xylophone", embedder)
+    assert (decision.path, decision.system_name) == ("catch_all", "clay-consigliere")
+    assert len(decision.fallbacks) == 2 and decision.fallbacks[1].startswith("nearest capability ")
+
+
+def test_over_budget_system_falls_back_to_the_alternative(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    with acme.tenant_transaction(world.ACME) as conn:
+        conn.execute("UPDATE executions SET cost_usd = 0")  # only the spend below counts this month
+        conn.execute(
+            "INSERT INTO resources (resource_type, window_type, window_start, window_end, total_budget, used, "
+            "system_quotas) VALUES ('usd_budget', 'monthly', date_trunc('month', now()), "
+            "date_trunc('month', now()) + interval '1 month', 100, 1, %s)",
+            (world.Jsonb({"payroll-bot": {"usd_budget": 0.5}}),),
+        )
+        conn.execute(
+            "INSERT INTO executions (system_id, system_name, user_request, governance_check, status, started_at, "
+            "completed_at, cost_usd) VALUES (%s, 'payroll-bot', 'x', '{}', 'success', now(), now(), 0.75)",
+            (world.SYSTEMS["payroll-bot"],),
+        )
+    decision = route(acme, world.ACME, "run payroll for March", HashingEmbedder())
+    assert decision.system_name == "generalist"
+    assert decision.fallbacks == ["payroll-bot has spent its monthly quota (0.75 of 0.50 USD)"]
+
+
+def test_routing_is_logged_as_an_execution_and_the_rule_use_recorded(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    decision = route(acme, world.ACME, "run payroll for May", HashingEmbedder(), dry_run=False)
+    with acme.tenant_transaction(world.ACME) as conn:
+        row = conn.execute(
+            "SELECT system_name, status, completed_at, routing_path, routing_confidence, governance_check, "
+            "request_embedding_model FROM executions WHERE id = %s",
+            (decision.execution_id,),
+        ).fetchone()
+        used = conn.execute(
+            "SELECT times_used, last_used_at IS NOT NULL FROM routing_rules WHERE id = %s", (decision.rule_id,)
+        ).fetchone()
+    assert row[:3] == ("payroll-bot", "partial", None)
+    assert row[3] == [world.SYSTEMS["clay-consigliere"], world.SYSTEMS["payroll-bot"]]
+    assert float(row[4]) == decision.confidence
+    assert row[5] == {"requires_approval": True, "actions_requiring_approval": ["upload_payroll_entries"]}
+    assert row[6] == MODEL and used == (1, True)
+
+
+def test_router_queries_see_only_the_tenants_own_rules(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    decision = route(acme, world.OTHER, "run payroll for March", HashingEmbedder())
+    assert decision.path != "rule" and decision.rule_id is None
+    assert decision.fallbacks[0] == "no active routing rule for embedder hashing@1"
+    with acme.tenant_transaction(world.OTHER) as conn:
+        assert conn.execute("SELECT count(*) FROM routing_rule_prototypes").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM routing_memberships").fetchone()[0] == 0
+
+
+def test_a_new_embedder_version_retires_the_old_rules(acme) -> None:
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    report = learn_rules_full(acme, world.ACME, "hashing@2", "hashing")  # nothing embedded with it yet
+    assert report.deactivated == 2 and report.active_rules == 0
+    assert {r[6] for r in _rules(acme)} == {False}
+    assert tag(HashingEmbedder()) == MODEL
