@@ -191,3 +191,16 @@ def test_a_new_embedder_version_retires_the_old_rules(acme) -> None:
     assert report.deactivated == 2 and report.active_rules == 0
     assert {r[6] for r in _rules(acme)} == {False}
     assert tag(HashingEmbedder()) == MODEL
+
+
+def test_eval_routing_names_the_bad_file_and_row(tmp_path, capsys) -> None:
+    from clay_pipelines.cli import main
+
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\nrun payroll,payroll\n,payroll\n")
+    assert main(["eval", "routing", "--train", str(train), "--test", str(train)]) == 2
+    assert capsys.readouterr().err.strip() == f"clay: error: {train}, row 3: empty text"
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("request,intent\nhello,greet\n")
+    assert main(["eval", "routing", "--train", str(wrong), "--test", str(train)]) == 2
+    assert "expected the columns text,label, found ['request', 'intent']" in capsys.readouterr().err

@@ -105,6 +105,13 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("auto_generated", "boolean", False, "true", None),
         ("created_by", "text", False, None, None),
         ("is_active", "boolean", False, "true", None),
+        ("member_similarity", "numeric", False, None, None),  # addition
+        ("similarity_floor", "numeric", False, None, None),  # addition
+        ("last_used_at", "timestamp with time zone", False, None, None),  # addition
+        ("times_used", "integer", True, "0", None),  # addition
+        ("updated_at", "timestamp with time zone", False, NOW, None),  # addition
+        ("deactivated_at", "timestamp with time zone", False, None, None),  # addition
+        ("deactivation_reason", "text", False, None, None),  # addition
     ],
     "dreams": [
         ("id", "uuid", True, UUID4, None),

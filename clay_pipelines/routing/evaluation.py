@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +168,7 @@ def _build_world(
                     status,
                     at,
                     at + timedelta(milliseconds=800),
-                    0.01,
+                    Decimal("0.01"),
                 )
             )
     return tenant_id, len(texts) / embed_seconds

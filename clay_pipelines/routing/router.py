@@ -1,6 +1,6 @@
 """The router: a request to a system, by learned rules first, then by capability, then catch-all.
 
-  1. rule: the nearest active rules of the tenant by cosine (pgvector HNSW over rule prototypes and
+  1. rule: the nearest active rule of the tenant by cosine (pgvector HNSW over rule prototypes and
      over the request_embedding of rules without prototypes, those written by people). A rule's
      score for a request is how well the request fits it (its similarity against the similarity
      the rule's own members have: 1 when it is as alike as a typical member) weighed by the rule's
@@ -197,7 +197,7 @@ def route(
             conn, vector, embedder, catalog, candidates, names, active, blocked, threshold, capability_threshold
         )
         if candidates:
-            best = max(candidates, key=lambda c: (c.score(), c.similarity))
+            best = max(candidates, key=lambda c: (c.similarity, c.score()))
             decision.rule_score = round(best.score(), 4)
             decision.rule_system = names.get(best.recommended) if best.recommended else None
         decision.embedder = tag(embedder)
@@ -232,7 +232,7 @@ def _decide(
     if not candidates:
         fallbacks.append(f"no active routing rule for embedder {tag(embedder)}")
     else:
-        rule = max(candidates, key=lambda c: (c.score(), c.similarity))
+        rule = max(candidates, key=lambda c: (c.similarity, c.score()))
         score = rule.score()
         runner_ups = [c.recommended for c in candidates if c.rule_id != rule.rule_id and c.recommended]
         if score >= threshold:
