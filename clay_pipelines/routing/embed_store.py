@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from uuid import UUID
 
+import psycopg
+
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.routing.embeddings import Embedder, tag
 
@@ -60,38 +62,35 @@ def embed_executions(
         progress(f"{written:,} executions embedded with {model}")
 
 
-def embed_systems(db: Database, tenant_id: UUID, embedder: Embedder) -> int:
-    """Capability vectors of the systems this tenant owns, from description and capabilities.
-
-    Platform-wide skills (tenant_id NULL) are embedded by the maintenance role, which can write them."""
+def _embed_capabilities(conn: psycopg.Connection, embedder: Embedder, shared: bool) -> int:
+    """Capability vectors, from description and capabilities, of the systems that lack one from
+    this embedder: the platform-wide skills (tenant_id NULL) or the ones tenants own."""
     model = tag(embedder)
-    with db.tenant_transaction(tenant_id) as conn:
-        rows = conn.execute(
-            "SELECT id, coalesce(description, '') || ' ' || array_to_string(capabilities, ' ') FROM systems "
-            "WHERE tenant_id IS NOT NULL AND capabilities_embedding_model IS DISTINCT FROM %s",
-            (model,),
-        ).fetchall()
-        for (system_id, _), vector in zip(rows, embedder.encode([t for _, t in rows]) if rows else [], strict=True):
-            conn.execute(
-                "UPDATE systems SET capabilities_embedding = %s, capabilities_embedding_model = %s WHERE id = %s",
-                (vector, model, system_id),
-            )
+    owner = "tenant_id IS NULL" if shared else "tenant_id IS NOT NULL"
+    rows = conn.execute(
+        "SELECT id, coalesce(description, '') || ' ' || array_to_string(capabilities, ' ') FROM systems "
+        f"WHERE {owner} AND capabilities_embedding_model IS DISTINCT FROM %s",
+        (model,),
+    ).fetchall()
+    if not rows:
+        return 0
+    vectors = embedder.encode([text for _, text in rows])
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            "UPDATE systems SET capabilities_embedding = %s, capabilities_embedding_model = %s WHERE id = %s",
+            [(vector, model, system_id) for (system_id, _), vector in zip(rows, vectors, strict=True)],
+        )
     return len(rows)
+
+
+def embed_systems(db: Database, tenant_id: UUID, embedder: Embedder) -> int:
+    """Capability vectors of the systems this tenant owns."""
+    with db.tenant_transaction(tenant_id) as conn:
+        return _embed_capabilities(conn, embedder, shared=False)
 
 
 def embed_shared_systems(db: Database, embedder: Embedder) -> int:
-    """Capability vectors of the platform-wide skills (tenant_id NULL), by the maintenance role:
-    tenants can read them but never write them."""
-    model = tag(embedder)
+    """Capability vectors of the platform-wide skills, by the maintenance role: tenants can read
+    them but never write them."""
     with db.maintenance_transaction(MaintenanceJob.SYSTEM_EMBEDDINGS) as conn:
-        rows = conn.execute(
-            "SELECT id, coalesce(description, '') || ' ' || array_to_string(capabilities, ' ') FROM systems "
-            "WHERE tenant_id IS NULL AND capabilities_embedding_model IS DISTINCT FROM %s",
-            (model,),
-        ).fetchall()
-        for (system_id, _), vector in zip(rows, embedder.encode([t for _, t in rows]) if rows else [], strict=True):
-            conn.execute(
-                "UPDATE systems SET capabilities_embedding = %s, capabilities_embedding_model = %s WHERE id = %s",
-                (vector, model, system_id),
-            )
-    return len(rows)
+        return _embed_capabilities(conn, embedder, shared=True)

@@ -16,17 +16,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 from psycopg.types.json import Jsonb
 
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db import embedded as embedded_server
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import ensure_database
+from clay_pipelines.routing.embed_store import embed_systems
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.router import RoutingDecision, route
 from clay_pipelines.routing.rule_store import learn_rules_full
@@ -151,8 +154,6 @@ def _build_world(
             ]
         )
         now = time.time()
-        from datetime import UTC, datetime, timedelta
-
         base = datetime.fromtimestamp(now, UTC) - timedelta(days=30)
         for i, (text, label, status, vector) in enumerate(zip(texts, handled, statuses, vectors, strict=True)):
             at = base + timedelta(seconds=i)
@@ -252,15 +253,11 @@ def evaluate_routing(
             admin = server.url("clay_eval")
             apply_migrations(admin)
             # The router never searches executions by vector; without this index the load is a plain COPY.
-            import psycopg
-
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f"DROP INDEX IF EXISTS executions_embedding_{embedder.name}{embedder.version}_hnsw")
             with Database(server.url("clay_eval", "clay_app"), server.url("clay_eval", "clay_maintenance")) as db:
                 progress(f"{len(train):,} training texts, {len(set(label for _, label in train))} labels")
                 tenant_id, embed_per_s = _build_world(db, train, embedder, noise, seed)
-                from clay_pipelines.routing.embed_store import embed_systems
-
                 embed_systems(db, tenant_id, embedder)
                 started = time.perf_counter()
                 report = learn_rules_full(db, tenant_id, tag(embedder), embedder.name, progress=progress)

@@ -19,7 +19,6 @@ how well a system handles the request.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -135,14 +134,6 @@ class Evidence:
             known = counted & ~np.isnan(values)
             np.add.at(total, (cluster[known], system[known]), values[known])
             np.add.at(n, (cluster[known], system[known]), 1)
-
-    def grouped(self, groups: np.ndarray, n_groups: int) -> Evidence:
-        """The sums of clusters merged into groups (groups[i] is cluster i's group; -1 drops it)."""
-        out = Evidence.zeros(n_groups, self.executions.shape[1])
-        keep = groups >= 0
-        for name in self.__dataclass_fields__:
-            np.add.at(getattr(out, name), groups[keep], getattr(self, name)[keep])
-        return out
 
 
 @dataclass(frozen=True)
@@ -359,13 +350,6 @@ def match_rules(new_centroids: np.ndarray, old_centroids: np.ndarray, threshold:
         matched[int(new)] = int(old)
         used_old.add(int(old))
     return matched
-
-
-def weighted_mean(values: Sequence[float], weights: Sequence[float]) -> float | None:
-    total = float(sum(weights))
-    if total == 0:
-        return None
-    return float(sum(v * w for v, w in zip(values, weights, strict=True)) / total)
 
 
 def safe_ratio(numerator: float, denominator: float) -> float | None:

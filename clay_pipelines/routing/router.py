@@ -193,11 +193,12 @@ def route(
         active = {system_id for system_id, on in zip(catalog.ids, catalog.active, strict=True) if on}
         blocked = systems_over_budget(conn, catalog)
         candidates = nearest_rules(conn, vector, embedder, exact=exact)
+        # The nearest rule by cosine is the one the router considers; its score decides.
+        best = max(candidates, key=lambda c: (c.similarity, c.score())) if candidates else None
         decision = _decide(
-            conn, vector, embedder, catalog, candidates, names, active, blocked, threshold, capability_threshold
+            conn, vector, embedder, catalog, best, candidates, names, active, blocked, threshold, capability_threshold
         )
-        if candidates:
-            best = max(candidates, key=lambda c: (c.similarity, c.score()))
+        if best is not None:
             decision.rule_score = round(best.score(), 4)
             decision.rule_system = names.get(best.recommended) if best.recommended else None
         decision.embedder = tag(embedder)
@@ -221,6 +222,7 @@ def _decide(
     vector: np.ndarray,
     embedder: Embedder,
     catalog: SystemCatalog,
+    rule: RuleCandidate | None,
     candidates: list[RuleCandidate],
     names: dict[UUID, str],
     active: set[UUID],
@@ -229,10 +231,9 @@ def _decide(
     capability_threshold: float,
 ) -> RoutingDecision:
     fallbacks: list[str] = []
-    if not candidates:
+    if rule is None:
         fallbacks.append(f"no active routing rule for embedder {tag(embedder)}")
     else:
-        rule = max(candidates, key=lambda c: (c.similarity, c.score()))
         score = rule.score()
         runner_ups = [c.recommended for c in candidates if c.rule_id != rule.rule_id and c.recommended]
         if score >= threshold:

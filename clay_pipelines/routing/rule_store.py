@@ -14,7 +14,6 @@ false) are never read for matching nor written.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -629,7 +628,3 @@ def coverage(db: Database, tenant_id: UUID, model: str, days: int = 30) -> tuple
             (model, days),
         ).fetchone()
     return int(row[0]), int(row[1])
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
