@@ -7,10 +7,11 @@ UPDATE ... FROM per batch. COPY cannot target executions directly: it is under r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
+import numpy as np
 import psycopg
 
 from clay_pipelines.db import Database, MaintenanceJob
@@ -45,21 +46,30 @@ def embed_executions(
             if not rows:
                 return written
             vectors = embedder.encode([text for _, text in rows])
-            conn.execute("CREATE TEMP TABLE embedding_batch (id uuid, embedding vector) ON COMMIT DROP")
-            with (
-                conn.cursor() as cursor,
-                cursor.copy("COPY embedding_batch (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy,
-            ):
-                copy.set_types(["uuid", "vector"])
-                for (execution_id, _), vector in zip(rows, vectors, strict=True):
-                    copy.write_row((execution_id, vector))
-            conn.execute(
-                "UPDATE executions e SET request_embedding = b.embedding, request_embedding_model = %s "
-                "FROM embedding_batch b WHERE e.id = b.id",
-                (model,),
-            )
+            write_request_embeddings(conn, [execution_id for execution_id, _ in rows], vectors, model)
         written += len(rows)
         progress(f"{written:,} executions embedded with {model}")
+
+
+def write_request_embeddings(
+    conn: psycopg.Connection, execution_ids: Sequence[UUID], vectors: np.ndarray, model: str
+) -> None:
+    """Set request_embedding (tagged `model`) of the given executions: binary COPY into a temporary
+    table, then one UPDATE ... FROM. Runs in the caller's transaction."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS embedding_batch (id uuid, embedding vector) ON COMMIT DROP")
+    conn.execute("TRUNCATE embedding_batch")
+    with (
+        conn.cursor() as cursor,
+        cursor.copy("COPY embedding_batch (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types(["uuid", "vector"])
+        for execution_id, vector in zip(execution_ids, vectors, strict=True):
+            copy.write_row((execution_id, vector))
+    conn.execute(
+        "UPDATE executions e SET request_embedding = b.embedding, request_embedding_model = %s "
+        "FROM embedding_batch b WHERE e.id = b.id",
+        (model,),
+    )
 
 
 def _embed_capabilities(conn: psycopg.Connection, embedder: Embedder, shared: bool) -> int:

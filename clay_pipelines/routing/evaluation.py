@@ -31,6 +31,7 @@ from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import ensure_database
 from clay_pipelines.routing.embed_store import embed_systems
 from clay_pipelines.routing.embeddings import Embedder, tag
+from clay_pipelines.routing.learning import wilson_lower_bound
 from clay_pipelines.routing.router import RoutingDecision, route
 from clay_pipelines.routing.rule_store import learn_rules_full
 
@@ -200,7 +201,9 @@ def _at_threshold(routed: RoutedSet, threshold: float) -> np.ndarray:
 
 def calibrate_threshold(in_scope: RoutedSet, oos: RoutedSet | None, oos_recall_target: float) -> float:
     """The threshold that maximises in-scope accuracy on validation; with OOS validation data, the
-    best one whose OOS recall (share left to the fallback) reaches the target."""
+    best one whose OOS recall (share left to the fallback) reaches the target with 95% confidence:
+    the Wilson lower bound of the recall, not the observed share, must reach it, because a hundred
+    OOS validation requests leave the observed share several points off the recall on new data."""
     rule_correct = np.array(
         [d.rule_system == f"intent-{label}" for d, label in zip(in_scope.decisions, in_scope.labels, strict=True)]
     )
@@ -208,8 +211,10 @@ def calibrate_threshold(in_scope: RoutedSet, oos: RoutedSet | None, oos_recall_t
     best, best_accuracy = 0.0, -1.0
     for threshold in candidates:
         accuracy = float(np.mean(rule_correct & _at_threshold(in_scope, threshold)))
-        if oos is not None and float(np.mean(~_at_threshold(oos, threshold))) < oos_recall_target:
-            continue
+        if oos is not None:
+            left = int(np.sum(~_at_threshold(oos, threshold)))
+            if float(wilson_lower_bound(np.array([left]), np.array([len(oos.scores)]))[0]) < oos_recall_target:
+                continue
         if accuracy > best_accuracy:
             best, best_accuracy = float(threshold), accuracy
     return best
