@@ -17,6 +17,7 @@ BENCHMARKS = (
     "payroll_names",
     "payroll_files",
     "routing_embeddings",
+    "routing_scale",
 )
 
 

@@ -496,6 +496,7 @@ def learn_rules_full(
         settings = settings or learner_settings(catalog)
         source = _Source(conn, "e.request_embedding_model = %s", (model,), catalog.column(), settings.sample_size)
         report.executions_read = source.count
+        report.deactivated += _retire_other_embedders(conn, model)
         stored = _stored_rules(conn, model)
         if source.count:
             learner, assignments = _learn(source, catalog, embedder_name, settings, progress)
@@ -507,13 +508,6 @@ def learn_rules_full(
         report.deactivated += _deactivate(
             conn, [rule_id for rule_id, _, active in stored if active and rule_id not in kept], "no longer supported"
         )
-        # Learned rules of another embedder cannot be compared with today's requests.
-        other = conn.execute(
-            "SELECT id FROM routing_rules WHERE auto_generated AND is_active "
-            "AND request_embedding_model IS DISTINCT FROM %s",
-            (model,),
-        ).fetchall()
-        report.deactivated += _deactivate(conn, [r[0] for r in other], f"embedder changed to {model}")
         report.deactivated += merge_near_duplicates(conn, model, settings.identity_similarity)
         report.deactivated += len(refresh_rule_statistics(conn, catalog, settings, model))
         _finish_report(conn, report, model)
@@ -528,15 +522,22 @@ def learn_rules_incremental(
     embedder_name: str,
     settings: LearnerSettings | None = None,
     drift_days: int = 30,
+    window_days: int = 30,
     progress: Callable[[str], None] = lambda _: None,
 ) -> LearningReport:
     """Assign new executions to existing rules; cluster what is left, and the members of rules
-    that drifted (their recent members much less alike than the rule's median)."""
+    that drifted (their recent members much less alike than the rule's median).
+
+    Once the tenant has rules, only executions of the last `window_days` days (and the members of
+    drifting rules) are considered: an old execution that no rule took is left to the full
+    re-cluster, so a daily run does not re-read the history it already passed over."""
     started = time.perf_counter()
     report = LearningReport(tenant_id, model, "incremental")
     with db.tenant_transaction(tenant_id) as conn:
         catalog = load_systems(conn)
         settings = settings or learner_settings(catalog)
+        # First, so that the executions they held are free to join this embedder's rules.
+        report.deactivated += _retire_other_embedders(conn, model)
         drifting = conn.execute(
             """
             SELECT r.id FROM routing_rules r JOIN routing_memberships m ON m.rule_id = r.id
@@ -548,8 +549,15 @@ def learn_rules_incremental(
             (model, drift_days, settings.min_rule_executions // 2),
         ).fetchall()
         report.drifting = len(drifting)
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS reconsidered (execution_id uuid PRIMARY KEY) ON COMMIT DROP")
         if drifting:
-            conn.execute("DELETE FROM routing_memberships WHERE rule_id = ANY(%s)", ([r[0] for r in drifting],))
+            drifting_ids = [r[0] for r in drifting]
+            conn.execute(
+                "INSERT INTO reconsidered SELECT execution_id FROM routing_memberships WHERE rule_id = ANY(%s) "
+                "ON CONFLICT DO NOTHING",
+                (drifting_ids,),
+            )
+            conn.execute("DELETE FROM routing_memberships WHERE rule_id = ANY(%s)", (drifting_ids,))
 
         prototypes = conn.execute(
             """
@@ -563,6 +571,13 @@ def learn_rules_incremental(
             "e.request_embedding_model = %s AND NOT EXISTS "
             "(SELECT 1 FROM routing_memberships m WHERE m.execution_id = e.id)"
         )
+        unassigned_params: tuple = (model,)
+        if prototypes:
+            unassigned_where += (
+                " AND (e.started_at >= now() - make_interval(days => %s)"
+                " OR e.id IN (SELECT execution_id FROM reconsidered))"
+            )
+            unassigned_params = (model, window_days)
         columns = catalog.column()
         assigned_rows: list[tuple[UUID, UUID, float]] = []
         leftover = 0
@@ -570,7 +585,7 @@ def learn_rules_incremental(
             matrix = normalise_rows(np.vstack([as_array(p[1]) for p in prototypes]))
             owners = [p[0] for p in prototypes]
             floors = np.array([float(p[2] if p[2] is not None else 0.0) for p in prototypes])
-            for batch in _batches(conn, unassigned_where, (model,), columns):
+            for batch in _batches(conn, unassigned_where, unassigned_params, columns):
                 report.executions_read += len(batch)
                 best, sims = nearest(batch.vectors, matrix)
                 joins = sims >= floors[best]
@@ -578,7 +593,7 @@ def learn_rules_incremental(
                 leftover += int((~joins).sum())
             report.assigned += _save_memberships(conn, iter(assigned_rows), model)
             progress(f"{len(assigned_rows):,} new executions joined existing rules; {leftover:,} left over")
-        source = _Source(conn, unassigned_where, (model,), columns, settings.sample_size)
+        source = _Source(conn, unassigned_where, unassigned_params, columns, settings.sample_size)
         if not prototypes:
             report.executions_read = source.count
         if source.count >= settings.min_rule_executions:
@@ -590,6 +605,15 @@ def learn_rules_incremental(
         _finish_report(conn, report, model)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _retire_other_embedders(conn: psycopg.Connection, model: str) -> int:
+    """Learned rules of another embedder (or version) cannot be compared with today's requests."""
+    other = conn.execute(
+        "SELECT id FROM routing_rules WHERE auto_generated AND is_active AND request_embedding_model IS DISTINCT FROM %s",
+        (model,),
+    ).fetchall()
+    return _deactivate(conn, [r[0] for r in other], f"embedder changed to {model}")
 
 
 def _finish_report(conn: psycopg.Connection, report: LearningReport, model: str) -> None:
