@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import resolve_target
+from clay_pipelines.routing.embed_store import copy_embedded_executions
 from clay_pipelines.routing.router import nearest_rules, route
 from clay_pipelines.routing.rule_store import learn_rules_full, learn_rules_incremental
 
@@ -154,35 +155,8 @@ def _requests(
 
 
 def _load(db: Database, rows: Iterator[tuple[Any, ...]]) -> int:
-    written = 0
-    with (
-        db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn,
-        conn.cursor() as cursor,
-        cursor.copy(
-            "COPY executions (tenant_id, system_id, system_name, user_request, request_embedding, "
-            "request_embedding_model, governance_check, status, started_at, completed_at, cost_usd) "
-            "FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy,
-    ):
-        copy.set_types(
-            [
-                "uuid",
-                "uuid",
-                "text",
-                "text",
-                "vector",
-                "text",
-                "jsonb",
-                "text",
-                "timestamptz",
-                "timestamptz",
-                "numeric",
-            ]
-        )
-        for row in rows:
-            copy.write_row(row)
-            written += 1
-    return written
+    with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
+        return copy_embedded_executions(conn, rows)
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:

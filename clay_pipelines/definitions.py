@@ -8,7 +8,13 @@ import dagster as dg
 from clay_pipelines.payroll.assets import PAYROLL_ASSETS, PAYROLL_SENSORS, BambooHRSettings, PayrollSettings
 from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS
 from clay_pipelines.resources import PostgresResource
-from clay_pipelines.routing.assets import ROUTING_ASSETS, ROUTING_JOBS, ROUTING_SCHEDULES, EmbedderResource
+from clay_pipelines.routing.assets import (
+    ROUTING_ASSETS,
+    ROUTING_JOBS,
+    ROUTING_SCHEDULES,
+    ROUTING_SENSORS,
+    EmbedderResource,
+)
 
 # Transient failures (a dropped connection, a busy database) get three more tries with growing,
 # jittered waits; run-level retries for everything launched from the UI are set in dagster.yaml.
@@ -43,7 +49,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[monitoring_job, payroll_job, *ROUTING_JOBS],
     schedules=ROUTING_SCHEDULES,
-    sensors=[automation_sensor, *PAYROLL_SENSORS],
+    sensors=[automation_sensor, *PAYROLL_SENSORS, *ROUTING_SENSORS],
     resources={
         "postgres": PostgresResource(
             app_dsn=dg.EnvVar("CLAY_APP_DSN"),

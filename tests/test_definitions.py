@@ -37,6 +37,11 @@ def test_definitions_load_with_the_expected_assets() -> None:
 def test_policies_are_applied_once_at_the_root() -> None:
     sensor = defs.resolve_sensor_def("default_automation_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    new_executions = defs.resolve_sensor_def("new_executions_sensor")
+    assert new_executions.default_status == dg.DefaultSensorStatus.RUNNING
+    assert new_executions.asset_selection.resolve(defs.resolve_asset_graph()) == {
+        dg.AssetKey(["routing", "request_embeddings"])
+    }
     assert defs.resolve_job_def("platform_monitoring").executor_def.name == "multiprocess"
     assert defs.resolve_job_def("platform_monitoring")._op_retry_policy == DEFAULT_RETRY_POLICY
     assert DEFAULT_RETRY_POLICY.backoff == dg.Backoff.EXPONENTIAL

@@ -11,7 +11,14 @@ import pytest
 
 from clay_pipelines.resources import PostgresResource
 from clay_pipelines.routing import embeddings
-from clay_pipelines.routing.assets import EmbedderResource, request_embeddings, routing_rules, system_rollups
+from clay_pipelines.routing.assets import (
+    EmbedderResource,
+    new_executions_sensor,
+    request_embeddings,
+    routing_rules,
+    system_rollups,
+)
+from clay_pipelines.routing.embed_store import embed_executions
 from clay_pipelines.routing.embeddings import HashingEmbedder
 from clay_pipelines.routing.router import route
 from clay_pipelines.routing.rule_store import learn_rules_full, learn_rules_incremental
@@ -175,3 +182,32 @@ def test_incremental_reads_only_recent_executions_once_rules_exist(acme_env) -> 
                 "WHERE s.name = 'writer' AND r.is_active"
             ).fetchone()[0]
     assert support == 120
+
+
+def test_new_executions_sensor_asks_for_each_day_with_executions_to_embed(acme_env) -> None:
+    resources = _resources(acme_env)
+
+    def tick() -> dg.SensorResult:
+        with (
+            dg.instance_for_test() as instance,
+            dg.build_sensor_context(instance=instance, resources=resources) as context,
+        ):
+            return new_executions_sensor(context)
+
+    assert tick().run_requests == []  # the world's executions are five days old and embedded already
+    now = datetime.now(UTC).replace(microsecond=0)
+    today = now.date().isoformat()
+    with acme_env.database() as db:
+        with db.tenant_transaction(world.ACME) as conn:
+            for text in ("run payroll for December", "draft an email to the board", "process the payroll"):
+                conn.execute(
+                    "INSERT INTO executions (system_id, system_name, user_request, status, started_at, governance_check) "
+                    "VALUES (%s, 'payroll-bot', %s, 'partial', %s, '{\"requires_approval\": false}')",
+                    (world.SYSTEMS["payroll-bot"], text, now),
+                )
+        result = tick()
+        assert [(r.partition_key, r.run_key) for r in result.run_requests] == [(today, f"{today}:hashing@1:3")]
+        assert result.cursor == f'{{"{today}": 3}}'
+        start = datetime.fromisoformat(today).replace(tzinfo=UTC)
+        assert embed_executions(db, world.ACME, HashingEmbedder(), start, start + timedelta(days=1)) == 3
+    assert tick().run_requests == []

@@ -1,7 +1,8 @@
 """Dagster wiring for routing memory: request embeddings by day of started_at."""
 
+import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -10,8 +11,8 @@ from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.metadata import markdown_table
 from clay_pipelines.platform.assets import executions_table, systems_registry
 from clay_pipelines.resources import PostgresResource
-from clay_pipelines.routing.embed_store import embed_executions, embed_shared_systems, embed_systems
-from clay_pipelines.routing.embeddings import Embedder, get_embedder, tag
+from clay_pipelines.routing.embed_store import days_to_embed, embed_executions, embed_shared_systems, embed_systems
+from clay_pipelines.routing.embeddings import EMBEDDERS, Embedder, get_embedder, tag
 from clay_pipelines.routing.registry import (
     dependency_problems,
     platform_dependency_problems,
@@ -46,6 +47,12 @@ class EmbedderResource(dg.ConfigurableResource):
         if self._embedder is None:
             self._embedder = get_embedder(self.name)
         return self._embedder
+
+    def model_tag(self) -> str:
+        """name@version without loading the model (for sensors)."""
+        if self.name not in EMBEDDERS:
+            get_embedder(self.name)  # raises, naming the choices
+        return f"{self.name}@{EMBEDDERS[self.name].version}"
 
 
 @dg.asset(
@@ -355,6 +362,41 @@ def router_performance(context: dg.AssetExecutionContext, postgres: PostgresReso
         }
     )
 
+
+# New executions arrive all day; the sensor looks back this far (older days are backfill work).
+NEW_EXECUTIONS_LOOKBACK = timedelta(days=2)
+
+
+@dg.sensor(
+    name="new_executions_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=[dg.AssetKey(["routing", "request_embeddings"])],
+    description="Executions of the last two days without a vector from the current embedder: one "
+    "request_embeddings run per day that has some (routing_rules follows, eagerly).",
+)
+def new_executions_sensor(
+    context: dg.SensorEvaluationContext, postgres: PostgresResource, embedder: EmbedderResource
+) -> dg.SensorResult:
+    model = embedder.model_tag()
+    since = datetime.now(UTC) - NEW_EXECUTIONS_LOOKBACK
+    waiting: dict[str, int] = {}
+    for tenant_id in postgres.tenant_ids():
+        for day, count in days_to_embed(postgres.database, tenant_id, model, since).items():
+            waiting[day.isoformat()] = waiting.get(day.isoformat(), 0) + count
+    valid = set(execution_days.get_partition_keys())
+    requests = [
+        # The run key names what is waiting: the same rows never ask twice, new rows ask again.
+        dg.RunRequest(run_key=f"{day}:{model}:{count}", partition_key=day)
+        for day, count in sorted(waiting.items())
+        if day in valid
+    ]
+    if requests:
+        context.log.info(f"executions waiting for {model}: {waiting}")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(waiting, sort_keys=True))
+
+
+ROUTING_SENSORS = [new_executions_sensor]
 
 ROUTING_ASSETS = [request_embeddings, system_capability_embeddings, routing_rules, system_rollups, router_performance]
 

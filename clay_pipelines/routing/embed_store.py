@@ -7,8 +7,9 @@ UPDATE ... FROM per batch. COPY cannot target executions directly: it is under r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 import numpy as np
@@ -51,6 +52,20 @@ def embed_executions(
         progress(f"{written:,} executions embedded with {model}")
 
 
+def days_to_embed(db: Database, tenant_id: UUID, model: str, since: datetime) -> dict[date, int]:
+    """Days (UTC, of started_at) since `since` with executions not embedded by `model`, and how many."""
+    with db.tenant_transaction(tenant_id) as conn:
+        rows = conn.execute(
+            """
+            SELECT (started_at AT TIME ZONE 'UTC')::date, count(*) FROM executions
+            WHERE started_at >= %s AND (request_embedding IS NULL OR request_embedding_model IS DISTINCT FROM %s)
+            GROUP BY 1 ORDER BY 1
+            """,
+            (since, model),
+        ).fetchall()
+    return {day: int(n) for day, n in rows}
+
+
 def write_request_embeddings(
     conn: psycopg.Connection, execution_ids: Sequence[UUID], vectors: np.ndarray, model: str
 ) -> None:
@@ -70,6 +85,35 @@ def write_request_embeddings(
         "FROM embedding_batch b WHERE e.id = b.id",
         (model,),
     )
+
+
+EMBEDDED_EXECUTION_COLUMNS = (
+    ("tenant_id", "uuid"),
+    ("system_id", "uuid"),
+    ("system_name", "text"),
+    ("user_request", "text"),
+    ("request_embedding", "vector"),
+    ("request_embedding_model", "text"),
+    ("governance_check", "jsonb"),
+    ("status", "text"),
+    ("started_at", "timestamptz"),
+    ("completed_at", "timestamptz"),
+    ("cost_usd", "numeric"),
+)
+
+
+def copy_embedded_executions(conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
+    """Bulk-load executions that arrive with their vectors (evaluation worlds, benchmarks): binary
+    COPY of EMBEDDED_EXECUTION_COLUMNS, in that order. Needs a role that may COPY into executions
+    (the maintenance role: COPY does not apply row-level security policies)."""
+    names = ", ".join(name for name, _ in EMBEDDED_EXECUTION_COLUMNS)
+    written = 0
+    with conn.cursor() as cursor, cursor.copy(f"COPY executions ({names}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types([kind for _, kind in EMBEDDED_EXECUTION_COLUMNS])
+        for row in rows:
+            copy.write_row(row)
+            written += 1
+    return written
 
 
 def _embed_capabilities(conn: psycopg.Connection, embedder: Embedder, shared: bool) -> int:

@@ -29,7 +29,7 @@ from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db import embedded as embedded_server
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import ensure_database
-from clay_pipelines.routing.embed_store import embed_systems
+from clay_pipelines.routing.embed_store import copy_embedded_executions, embed_systems
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.learning import wilson_lower_bound
 from clay_pipelines.routing.router import RoutingDecision, route
@@ -130,35 +130,11 @@ def _build_world(
     started = time.perf_counter()
     vectors = embedder.encode(texts)
     embed_seconds = time.perf_counter() - started
-    with (
-        db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn,
-        conn.cursor() as cursor,
-        cursor.copy(
-            "COPY executions (tenant_id, system_id, system_name, user_request, request_embedding, "
-            "request_embedding_model, governance_check, status, started_at, completed_at, cost_usd) "
-            "FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy,
-    ):
-        copy.set_types(
-            [
-                "uuid",
-                "uuid",
-                "text",
-                "text",
-                "vector",
-                "text",
-                "jsonb",
-                "text",
-                "timestamptz",
-                "timestamptz",
-                "numeric",
-            ]
-        )
-        now = time.time()
-        base = datetime.fromtimestamp(now, UTC) - timedelta(days=30)
-        for i, (text, label, status, vector) in enumerate(zip(texts, handled, statuses, vectors, strict=True)):
-            at = base + timedelta(seconds=i)
-            copy.write_row(
+    base = datetime.now(UTC) - timedelta(days=30)
+    with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
+        copy_embedded_executions(
+            conn,
+            (
                 (
                     tenant_id,
                     _system_id(label),
@@ -168,11 +144,13 @@ def _build_world(
                     tag(embedder),
                     Jsonb({"requires_approval": False}),
                     status,
-                    at,
-                    at + timedelta(milliseconds=800),
+                    base + timedelta(seconds=i),
+                    base + timedelta(seconds=i, milliseconds=800),
                     Decimal("0.01"),
                 )
-            )
+                for i, (text, label, status, vector) in enumerate(zip(texts, handled, statuses, vectors, strict=True))
+            ),
+        )
     return tenant_id, len(texts) / embed_seconds
 
 

@@ -89,6 +89,25 @@ def _wilson(successes: np.ndarray, trials: np.ndarray, z: float, side: float) ->
     return np.where(trials > 0, np.clip(bound, 0.0, 1.0), 0.0)
 
 
+def add_at(target: np.ndarray, index: tuple[np.ndarray, ...] | np.ndarray, values: np.ndarray | float = 1.0) -> None:
+    """target[index] += values, repeated indices accumulating (what np.add.at does, through one
+    bincount: np.add.at was a fifth of the learner's time over a million executions)."""
+    flat = np.ravel_multi_index(index if isinstance(index, tuple) else (index,), target.shape)
+    weights = np.broadcast_to(np.asarray(values, dtype=float), flat.shape)
+    target.reshape(-1)[...] += np.bincount(flat, weights=weights, minlength=target.size).astype(target.dtype)
+
+
+def add_rows(target: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
+    """target[index[i]] += rows[i] for every i, repeated indices accumulating: rows sorted by index
+    and summed per run with np.add.reduceat."""
+    if len(index) == 0:
+        return
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    target[ordered[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+
+
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
@@ -128,16 +147,16 @@ class Evidence:
     ) -> None:
         """Accumulate executions; `counted` is False for those left out of the evidence."""
         c, s = cluster[counted], system[counted]
-        np.add.at(self.executions, (c, s), 1)
-        np.add.at(self.successes, (c, s), success[counted].astype(float))
+        add_at(self.executions, (c, s))
+        add_at(self.successes, (c, s), success[counted].astype(float))
         for values, total, n in (
             (satisfaction, self.satisfaction_sum, self.satisfaction_n),
             (cost, self.cost_sum, self.cost_n),
             (duration, self.duration_sum, self.duration_n),
         ):
             known = counted & ~np.isnan(values)
-            np.add.at(total, (cluster[known], system[known]), values[known])
-            np.add.at(n, (cluster[known], system[known]), 1)
+            add_at(total, (cluster[known], system[known]), values[known])
+            add_at(n, (cluster[known], system[known]))
 
 
 @dataclass(frozen=True)
@@ -253,8 +272,8 @@ def prototypes_for(
     labels = model.fit_predict(centroids, sample_weight=member_counts)
     sums = np.zeros((k, vector_sums.shape[1]))
     counts = np.zeros(k, dtype=np.int64)
-    np.add.at(sums, labels, vector_sums)
-    np.add.at(counts, labels, member_counts)
+    add_rows(sums, labels, vector_sums)
+    add_at(counts, labels, member_counts)
     keep = counts > 0
     return normalise_rows(sums[keep]), counts[keep]
 
@@ -428,14 +447,14 @@ class RuleLearner:
         self._evidence.add(
             labels, system, batch.success, batch.satisfaction, batch.cost, batch.duration, batch.counted & known
         )
-        np.add.at(self._members, (labels, np.where(known, batch.system, self.n_systems)), 1)
-        np.add.at(self._sums, labels, batch.vectors)
+        add_at(self._members, (labels, np.where(known, batch.system, self.n_systems)))
+        add_rows(self._sums, labels, batch.vectors)
         served = known & batch.success & batch.counted
         if served.any():
             cells = labels[served] * self.n_systems + system[served]
             unique, inverse = np.unique(cells, return_inverse=True)
             sums = np.zeros((len(unique), batch.vectors.shape[1]))
-            np.add.at(sums, inverse, batch.vectors[served])
+            add_rows(sums, inverse, batch.vectors[served])
             counts = np.bincount(inverse, minlength=len(unique))
             for j, cell in enumerate(unique.tolist()):
                 if cell in self._served:
@@ -511,9 +530,9 @@ class RuleLearner:
         for name in Evidence.__dataclass_fields__:
             cells = getattr(self._evidence, name).reshape(k * self.n_systems, 1)
             target = getattr(evidence, name)
-            np.add.at(target, (flat[keep], np.tile(np.arange(self.n_systems), k)[keep]), cells[keep, 0])
+            add_at(target, (flat[keep], np.tile(np.arange(self.n_systems), k)[keep]), cells[keep, 0])
         all_cells = cell_group.ravel()
-        np.add.at(members, all_cells[all_cells >= 0], self._members.ravel()[all_cells >= 0])
+        add_at(members, all_cells[all_cells >= 0], self._members.ravel()[all_cells >= 0])
 
         rules: list[LearnedRule] = []
         self._group_rule = np.full(n_groups, -1, dtype=np.int64)
@@ -605,8 +624,8 @@ class RuleLearner:
         if member.any():
             sims[member] = self._best_own_prototype(batch.vectors[member], rule[member])
             bins = np.clip(np.searchsorted(SIMILARITY_BINS, sims[member]) - 1, 0, len(SIMILARITY_BINS) - 2)
-            np.add.at(self._histograms, (rule[member], bins), 1)
-            np.add.at(self._cohesion_sum, rule[member], sims[member])
+            add_at(self._histograms, (rule[member], bins))
+            add_at(self._cohesion_sum, rule[member], sims[member])
         return rule, sims
 
     def _best_own_prototype(self, vectors: np.ndarray, rule: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -628,12 +647,13 @@ class RuleLearner:
         if not served.any() or not len(self._prototype_matrix):
             return
         vectors, systems = batch.vectors[served], batch.system[served]
+        nearest_prototype = np.empty(len(vectors), dtype=np.int64)
         for system in np.unique(systems).tolist():
             rows = np.flatnonzero(systems == system)
             own = self._system_prototypes[system]
-            nearest_prototype = own[(vectors[rows] @ self._prototype_matrix[own].T).argmax(axis=1)]
-            np.add.at(self._refined_sums, nearest_prototype, vectors[rows])
-            np.add.at(self._refined_n, nearest_prototype, 1)
+            nearest_prototype[rows] = own[(vectors[rows] @ self._prototype_matrix[own].T).argmax(axis=1)]
+        add_rows(self._refined_sums, nearest_prototype, vectors)
+        add_at(self._refined_n, nearest_prototype)
 
     def finish(self, other_centroids: np.ndarray | None = None) -> list[LearnedRule]:
         """Similarity figures, margins and confidence, once every execution has been measured."""

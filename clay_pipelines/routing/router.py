@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 
 from clay_pipelines.db import Database
 from clay_pipelines.routing.embeddings import Embedder, tag
-from clay_pipelines.routing.rule_store import SystemCatalog, load_systems
+from clay_pipelines.routing.rule_store import LEARNER, SystemCatalog, load_systems
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_CAPABILITY_THRESHOLD = 0.35
@@ -101,14 +101,16 @@ def nearest_rules(
         """,
         {"q": vector, "model": model, "limit": CANDIDATE_PROTOTYPES},
     ).fetchall()
+    # Rules the learner did not write have no prototypes; they are few, so all of them are scored
+    # exactly (partial index of migration 011; ordering by the similarity, not by the distance
+    # operator, keeps the planner off the HNSW index, which would wade through the learned rules).
     centroid_rows = conn.execute(
         f"""
-        SELECT id, 1 - (request_embedding::{cast} <=> %(q)s::{cast}) FROM routing_rules r
-        WHERE request_embedding_model = %(model)s AND is_active
-          AND NOT EXISTS (SELECT 1 FROM routing_rule_prototypes p WHERE p.rule_id = r.id)
-        ORDER BY request_embedding::{cast} <=> %(q)s::{cast} LIMIT %(limit)s
+        SELECT id, 1 - (request_embedding::{cast} <=> %(q)s::{cast}) AS similarity FROM routing_rules
+        WHERE request_embedding_model = %(model)s AND is_active AND created_by IS DISTINCT FROM %(learner)s
+        ORDER BY similarity DESC LIMIT %(limit)s
         """,
-        {"q": vector, "model": model, "limit": k},
+        {"q": vector, "model": model, "limit": k, "learner": LEARNER},
     ).fetchall()
     for rule_id, similarity in [*prototype_rows, *centroid_rows]:
         best[rule_id] = max(best.get(rule_id, -1.0), float(similarity))

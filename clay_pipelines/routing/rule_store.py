@@ -19,16 +19,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import numpy as np
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 
 from clay_pipelines.db import Database
 from clay_pipelines.routing.learning import (
     FLOOR_TOLERANCE,
     Evidence,
     ExecutionBatch,
+    LearnedRule,
     LearnerSettings,
     RecommendationWeights,
     RuleLearner,
@@ -43,6 +47,7 @@ from clay_pipelines.routing.learning import (
 
 BATCH = 10_000
 CATCH_ALL_NAME = "clay-consigliere"
+LEARNER = "routing-learner"  # routing_rules.created_by of learned rules (the router relies on it)
 # Executions whose outcome is known: a routed request that has not completed says nothing yet,
 # and a governance refusal says nothing about the system.
 OUTCOME_KNOWN = "completed_at IS NOT NULL"
@@ -120,16 +125,47 @@ _EXECUTION_COLUMNS = """
     e.id, e.request_embedding, e.system_id, e.status, e.user_satisfaction, e.cost_usd, e.duration_ms,
     e.user_request, e.completed_at IS NOT NULL AND e.status <> 'governance_blocked'
 """
+# The refinement and measuring passes need no texts nor satisfaction, cost or duration: leaving
+# them out saves building millions of Python values per pass.
+_LEAN_COLUMNS = """
+    e.id, e.request_embedding, e.system_id, e.status, NULL::numeric, NULL::numeric, NULL::integer, ''::text,
+    e.completed_at IS NOT NULL AND e.status <> 'governance_blocked'
+"""
+
+
+class _RawVectorLoader(Loader):
+    """pgvector's binary value as bytes: a batch is decoded in one go by _decode_vectors."""
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> bytes:
+        return bytes(data)
+
+
+def _decode_vectors(raw: list[bytes]) -> np.ndarray:
+    """pgvector's binary format: uint16 dimension, uint16 unused, then big-endian float32s."""
+    if len({len(r) for r in raw}) == 1:
+        # The 4-byte header occupies one float32 slot per row, dropped after the reshape.
+        return np.frombuffer(b"".join(raw), dtype=">f4").reshape(len(raw), -1)[:, 1:].astype(np.float32)
+    return np.vstack([np.frombuffer(r, dtype=">f4", offset=4) for r in raw]).astype(np.float32)
 
 
 def _batches(
-    conn: psycopg.Connection, where: str, params: tuple, columns: dict[UUID, int], sample: float | None = None
+    conn: psycopg.Connection,
+    where: str,
+    params: tuple,
+    columns: dict[UUID, int],
+    sample: float | None = None,
+    lean: bool = False,
 ) -> Iterator[ExecutionBatch]:
-    sql = f"SELECT {_EXECUTION_COLUMNS} FROM executions e WHERE {where}"
+    sql = f"SELECT {_LEAN_COLUMNS if lean else _EXECUTION_COLUMNS} FROM executions e WHERE {where}"
     if sample is not None:
         sql += " AND random() < %s"
         params = (*params, sample)
+    vector_type = conn.adapters.types.get("vector")
     with conn.cursor(name="routing_learner_executions", binary=True) as cursor:
+        if vector_type is not None:
+            cursor.adapters.register_loader(vector_type.oid, _RawVectorLoader)
         cursor.itersize = BATCH
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(BATCH):
@@ -138,7 +174,12 @@ def _batches(
 
 def _to_batch(rows: list[tuple], columns: dict[UUID, int]) -> ExecutionBatch:
     n = len(rows)
-    vectors = np.vstack([as_array(r[1]) for r in rows]) if n else np.zeros((0, 1), np.float32)
+    if not n:
+        vectors = np.zeros((0, 1), np.float32)
+    elif isinstance(rows[0][1], bytes):
+        vectors = _decode_vectors([r[1] for r in rows])
+    else:
+        vectors = np.vstack([as_array(r[1]) for r in rows])
     return ExecutionBatch(
         ids=[r[0] for r in rows],
         vectors=normalise_rows(vectors),
@@ -170,11 +211,12 @@ class _Source:
         self.cached = list(_batches(conn, where, params, columns)) if self.count <= limit else None
         self.limit = limit
 
-    def passes(self) -> Iterator[ExecutionBatch]:
+    def passes(self, lean: bool = False) -> Iterator[ExecutionBatch]:
+        """Every execution once; `lean` batches carry no texts, satisfaction, cost nor duration."""
         if self.cached is not None:
             yield from self.cached
         else:
-            yield from _batches(self.conn, self.where, self.params, self.columns)
+            yield from _batches(self.conn, self.where, self.params, self.columns, lean=lean)
 
     def sample(self, seed: int) -> np.ndarray:
         if self.cached is not None:
@@ -200,11 +242,11 @@ def _learn(
         learner.accumulate(batch)
     learner.build(catalog.active)
     for _ in range(settings.refine_passes):
-        for batch in source.passes():
+        for batch in source.passes(lean=True):
             learner.refine(batch)
         learner.apply_refinement()
     assignments = []
-    for batch in source.passes():
+    for batch in source.passes(lean=True):
         rule, sims = learner.measure(batch)
         assignments.append((batch.ids, rule, sims))
     learner.finish()
@@ -225,15 +267,18 @@ def _stored_rules(conn: psycopg.Connection, model: str) -> list[tuple[UUID, np.n
     return [(r[0], as_array(r[1]), r[2]) for r in rows]
 
 
-def _write_prototypes(
-    conn: psycopg.Connection, rule_id: UUID, prototypes: np.ndarray, members: np.ndarray, model: str
-) -> None:
-    conn.execute("DELETE FROM routing_rule_prototypes WHERE rule_id = %s", (rule_id,))
+def _write_prototypes(conn: psycopg.Connection, rules: dict[UUID, LearnedRule], model: str) -> None:
+    """Replace the prototypes of these rules, all in one statement batch."""
+    conn.execute("DELETE FROM routing_rule_prototypes WHERE rule_id = ANY(%s)", (list(rules),))
     with conn.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO routing_rule_prototypes (rule_id, ordinal, embedding, embedding_model, members) "
             "VALUES (%s, %s, %s, %s, %s)",
-            [(rule_id, i, p, model, int(n)) for i, (p, n) in enumerate(zip(prototypes, members, strict=True))],
+            [
+                (rule_id, i, p, model, int(n))
+                for rule_id, rule in rules.items()
+                for i, (p, n) in enumerate(zip(rule.prototypes, rule.prototype_members, strict=True))
+            ],
         )
 
 
@@ -337,6 +382,7 @@ def refresh_rule_statistics(
     centroids = normalise_rows(np.vstack([as_array(r[5]) for r in shape])) if shape else None
     rule_margins = margins(centroids) if centroids is not None else []
     gone: list[UUID] = []
+    updates: list[tuple] = []
     for i, (rule_id, support, median, floor, cohesion, _) in enumerate(shape):
         ranking = rank_systems(evidence, i, settings.weights, settings)
         summary = summarise_group(evidence, i, ranking, catalog.active)
@@ -352,14 +398,7 @@ def refresh_rule_statistics(
             float(ranking.wilson[recommended]),
             settings.min_rule_executions,
         )
-        conn.execute(
-            """
-            UPDATE routing_rules SET
-              recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
-              success_rate = %s, avg_cost_usd = %s, avg_duration_ms = %s, confidence_score = %s,
-              member_similarity = %s, similarity_floor = %s, last_validated = now(), updated_at = now()
-            WHERE id = %s AND auto_generated
-            """,
+        updates.append(
             (
                 catalog.ids[recommended],
                 [catalog.ids[s] for s in alternatives[: settings.max_alternatives]],
@@ -375,7 +414,18 @@ def refresh_rule_statistics(
                 _decimal(median, 4),
                 _decimal(floor, 4),
                 rule_id,
-            ),
+            )
+        )
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            """
+            UPDATE routing_rules SET
+              recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
+              success_rate = %s, avg_cost_usd = %s, avg_duration_ms = %s, confidence_score = %s,
+              member_similarity = %s, similarity_floor = %s, last_validated = now(), updated_at = now()
+            WHERE id = %s AND auto_generated
+            """,
+            updates,
         )
     _deactivate(conn, gone, "support below min_rule_executions")
     return gone
@@ -429,6 +479,8 @@ def _upsert_learned(
     old_centroids = np.vstack([c for _, c, _ in stored]) if stored else np.zeros((0, 1), np.float32)
     matched = match_rules(new_centroids, old_centroids, settings.identity_similarity)
     rule_ids: dict[int, UUID] = {}
+    updates: list[tuple] = []
+    inserts: list[tuple] = []
     for i, rule in enumerate(rules):
         values = (
             rule.pattern,
@@ -440,31 +492,34 @@ def _upsert_learned(
             _decimal(rule.confidence, 4),
         )
         if i in matched:
-            rule_id = stored[matched[i]][0]
-            conn.execute(
-                """
-                UPDATE routing_rules SET request_pattern = %s, request_embedding = %s, request_embedding_model = %s,
-                  recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
-                  confidence_score = %s, is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
-                  updated_at = now()
-                WHERE id = %s AND auto_generated
-                """,
-                (*values, rule_id),
-            )
-            report.updated += 1
+            rule_ids[i] = stored[matched[i]][0]
+            updates.append((*values, rule_ids[i]))
         else:
-            rule_id = conn.execute(
-                """
-                INSERT INTO routing_rules (request_pattern, request_embedding, request_embedding_model,
-                  recommended_system_id, alternative_systems, based_on_executions, confidence_score,
-                  auto_generated, created_by)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, true, 'routing-learner') RETURNING id
-                """,
-                values,
-            ).fetchone()[0]
-            report.created += 1
-        rule_ids[i] = rule_id
-        _write_prototypes(conn, rule_id, rule.prototypes, rule.prototype_members, model)
+            rule_ids[i] = uuid4()
+            inserts.append((rule_ids[i], *values, LEARNER))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            """
+            UPDATE routing_rules SET request_pattern = %s, request_embedding = %s, request_embedding_model = %s,
+              recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
+              confidence_score = %s, is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
+              updated_at = now()
+            WHERE id = %s AND auto_generated
+            """,
+            updates,
+        )
+        cursor.executemany(
+            """
+            INSERT INTO routing_rules (id, request_pattern, request_embedding, request_embedding_model,
+              recommended_system_id, alternative_systems, based_on_executions, confidence_score,
+              auto_generated, created_by)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true, %s)
+            """,
+            inserts,
+        )
+    report.updated += len(updates)
+    report.created += len(inserts)
+    _write_prototypes(conn, {rule_ids[i]: rule for i, rule in enumerate(rules)}, model)
 
     def membership_rows() -> Iterator[tuple[UUID, UUID, float]]:
         for ids, rule, sims in assignments:
