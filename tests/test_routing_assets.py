@@ -211,3 +211,28 @@ def test_new_executions_sensor_asks_for_each_day_with_executions_to_embed(acme_e
         start = datetime.fromisoformat(today).replace(tzinfo=UTC)
         assert embed_executions(db, world.ACME, HashingEmbedder(), start, start + timedelta(days=1)) == 3
     assert tick().run_requests == []
+
+
+def test_a_drifting_rules_members_are_measured_again_and_rejoin_it(acme_env) -> None:
+    with acme_env.database() as db:
+        learn_rules_full(db, world.ACME, "hashing@1", "hashing")
+        with db.tenant_transaction(world.ACME) as conn:
+            writer_rule = conn.execute(
+                "SELECT r.id FROM routing_rules r JOIN systems s ON s.id = r.recommended_system_id "
+                "WHERE s.name = 'writer'"
+            ).fetchone()[0]
+            # Its recent members now look far less alike than the rule's similarity floor.
+            conn.execute("UPDATE routing_memberships SET similarity = -0.5 WHERE rule_id = %s", (writer_rule,))
+        report = learn_rules_incremental(db, world.ACME, "hashing@1", "hashing")
+        # Its members are read again and measured against its prototypes: they still fit, so they
+        # rejoin it (members that no longer fit would be clustered anew).
+        assert (report.drifting, report.executions_read, report.assigned, report.created) == (1, 80, 80, 0)
+        with db.tenant_transaction(world.ACME) as conn:
+            rules = conn.execute(
+                "SELECT id, based_on_executions, is_active FROM routing_rules r WHERE id = %s", (writer_rule,)
+            ).fetchall()
+            lowest = conn.execute(
+                "SELECT min(similarity) FROM routing_memberships WHERE rule_id = %s", (writer_rule,)
+            ).fetchone()[0]
+    assert rules == [(writer_rule, 80, True)]
+    assert lowest > 0  # measured again

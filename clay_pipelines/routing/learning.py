@@ -365,9 +365,15 @@ def match_rules(new_centroids: np.ndarray, old_centroids: np.ndarray, threshold:
     first; only pairs at least `threshold` alike. Returns {new index: old index}."""
     if len(new_centroids) == 0 or len(old_centroids) == 0:
         return {}
-    sims = new_centroids @ old_centroids.T
-    pairs = np.argwhere(sims >= threshold)
-    order = np.argsort(-sims[pairs[:, 0], pairs[:, 1]], kind="stable")
+    pairs_found, sims_found = [], []
+    for start in range(0, len(new_centroids), 2048):  # bounded memory with thousands of rules
+        sims = new_centroids[start : start + 2048] @ old_centroids.T
+        close = np.argwhere(sims >= threshold)
+        sims_found.append(sims[close[:, 0], close[:, 1]])
+        close[:, 0] += start
+        pairs_found.append(close)
+    pairs, pair_sims = np.vstack(pairs_found), np.concatenate(sims_found)
+    order = np.argsort(-pair_sims, kind="stable")
     matched: dict[int, int] = {}
     used_old: set[int] = set()
     for new, old in pairs[order]:

@@ -89,8 +89,12 @@ def nearest_rules(
     if exact:
         conn.execute("SELECT set_config('enable_indexscan', 'off', true)")
     else:
+        # enable_sort off leaves the planner one way to an ordered LIMIT: the HNSW index. Without it,
+        # a table whose statistics predate the learner's last write (until autovacuum analyses it)
+        # looks small, and the planner sorts every prototype of the tenant instead.
         conn.execute(
-            "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), set_config('hnsw.ef_search', '100', true)"
+            "SELECT set_config('hnsw.iterative_scan', 'strict_order', true), set_config('hnsw.ef_search', '100', true), "
+            "set_config('enable_sort', 'off', true)"
         )
     best: dict[UUID, float] = {}
     prototype_rows = conn.execute(
@@ -100,7 +104,11 @@ def nearest_rules(
         ORDER BY embedding::{cast} <=> %(q)s::{cast} LIMIT %(limit)s
         """,
         {"q": vector, "model": model, "limit": CANDIDATE_PROTOTYPES},
+        # Never a prepared statement: a cached plan keeps the settings it was planned under (an
+        # exact scan planned for exact=True would serve the HNSW path, and the other way round).
+        prepare=False,
     ).fetchall()
+    conn.execute("SELECT set_config('enable_sort', 'on', true)")
     # Rules the learner did not write have no prototypes; they are few, so all of them are scored
     # exactly (partial index of migration 011; ordering by the similarity, not by the distance
     # operator, keeps the planner off the HNSW index, which would wade through the learned rules).
@@ -111,6 +119,7 @@ def nearest_rules(
         ORDER BY similarity DESC LIMIT %(limit)s
         """,
         {"q": vector, "model": model, "limit": k, "learner": LEARNER},
+        prepare=False,
     ).fetchall()
     for rule_id, similarity in [*prototype_rows, *centroid_rows]:
         best[rule_id] = max(best.get(rule_id, -1.0), float(similarity))
@@ -276,6 +285,7 @@ def _decide(
         ORDER BY capabilities_embedding::{cast} <=> %(q)s::{cast} LIMIT 3
         """,
         {"q": vector, "model": model},
+        prepare=False,
     ).fetchall()
     for system_id, name, similarity in capability:
         if float(similarity) < capability_threshold:

@@ -15,7 +15,7 @@ false) are never read for matching nor written.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -328,12 +328,18 @@ def _deactivate(conn: psycopg.Connection, rule_ids: list[UUID], reason: str) -> 
 
 
 def refresh_rule_statistics(
-    conn: psycopg.Connection, catalog: SystemCatalog, settings: LearnerSettings, model: str
+    conn: psycopg.Connection,
+    catalog: SystemCatalog,
+    settings: LearnerSettings,
+    model: str,
+    only: Collection[UUID] | None = None,
 ) -> list[UUID]:
-    """Recompute every active learned rule of the tenant from its memberships: recommendation,
-    alternatives, support, rates, similarity figures and confidence. Rules whose support fell
-    below the minimum are deactivated; returns their ids."""
+    """Recompute the tenant's active learned rules (all of them, or `only` these) from their
+    memberships: recommendation, alternatives, support, rates, similarity figures and confidence
+    (its margin against every other active rule). Rules whose support fell below the minimum are
+    deactivated; returns their ids."""
     columns = catalog.column()
+    scope, scope_params = ("", ()) if only is None else (" AND m.rule_id = ANY(%s)", (list(only),))
     per_system = conn.execute(
         f"""
         SELECT m.rule_id, e.system_id,
@@ -347,22 +353,22 @@ def refresh_rule_statistics(
                count(e.duration_ms) FILTER (WHERE e.{OUTCOME_KNOWN} AND e.status <> 'governance_blocked')
         FROM routing_memberships m JOIN executions e ON e.id = m.execution_id
         JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
-        WHERE m.embedding_model = %s
+        WHERE m.embedding_model = %s{scope}
         GROUP BY m.rule_id, e.system_id
         """,
-        (model,),
+        (model, *scope_params),
     ).fetchall()
     shape = conn.execute(
-        """
+        f"""
         SELECT m.rule_id, count(*),
                percentile_cont(0.5) WITHIN GROUP (ORDER BY m.similarity),
                percentile_cont(0.05) WITHIN GROUP (ORDER BY m.similarity) - %s,
                avg(m.similarity), r.request_embedding
         FROM routing_memberships m JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
-        WHERE m.embedding_model = %s
+        WHERE m.embedding_model = %s{scope}
         GROUP BY m.rule_id, r.request_embedding
         """,
-        (FLOOR_TOLERANCE, model),
+        (FLOOR_TOLERANCE, model, *scope_params),
     ).fetchall()
     rule_ids = [r[0] for r in shape]
     index = {rule_id: i for i, rule_id in enumerate(rule_ids)}
@@ -380,8 +386,22 @@ def refresh_rule_statistics(
         evidence.duration_sum[row, col] = float(dur or 0)
         evidence.duration_n[row, col] = dur_n
     centroids = normalise_rows(np.vstack([as_array(r[5]) for r in shape])) if shape else None
-    rule_margins = margins(centroids) if centroids is not None else []
-    gone: list[UUID] = []
+    other_rows = conn.execute(
+        "SELECT request_embedding FROM routing_rules WHERE auto_generated AND is_active "
+        "AND request_embedding_model = %s AND NOT (id = ANY(%s))",
+        (model, rule_ids),
+    ).fetchall()
+    others = normalise_rows(np.vstack([as_array(r[0]) for r in other_rows])) if other_rows else None
+    rule_margins = margins(centroids, others) if centroids is not None else []
+    # Active learned rules in scope without a single membership left have no support at all.
+    gone: list[UUID] = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM routing_rules WHERE auto_generated AND is_active AND request_embedding_model = %s "
+            "AND NOT (id = ANY(%s)) AND (%s::uuid[] IS NULL OR id = ANY(%s))",
+            (model, rule_ids, None if only is None else list(only), None if only is None else list(only)),
+        )
+    ]
     updates: list[tuple] = []
     for i, (rule_id, support, median, floor, cohesion, _) in enumerate(shape):
         ranking = rank_systems(evidence, i, settings.weights, settings)
@@ -431,29 +451,34 @@ def refresh_rule_statistics(
     return gone
 
 
-def merge_near_duplicates(conn: psycopg.Connection, model: str, threshold: float) -> int:
+def merge_near_duplicates(conn: psycopg.Connection, model: str, threshold: float) -> dict[UUID, UUID]:
     """Active learned rules of the tenant that recommend the same system and whose centroids are at
     least `threshold` alike are one rule: the younger one's members move to the older one, and the
-    younger one is deactivated. Returns how many were merged away."""
+    younger one is deactivated. Returns {rule merged away: the rule it went into}."""
     rows = conn.execute(
         "SELECT id, request_embedding, recommended_system_id FROM routing_rules "
         "WHERE auto_generated AND is_active AND request_embedding_model = %s ORDER BY created_at, id",
         (model,),
     ).fetchall()
     if len(rows) < 2:
-        return 0
+        return {}
     centroids = normalise_rows(np.vstack([as_array(r[1]) for r in rows]))
-    sims = centroids @ centroids.T
+    systems = np.unique([str(r[2]) for r in rows], return_inverse=True)[1]
     merged: dict[int, int] = {}
-    for j in range(len(rows)):
-        for i in range(j):
-            if i not in merged and rows[i][2] == rows[j][2] and sims[i, j] >= threshold:
-                merged[j] = i
-                break
+    # Only rules of the same system can merge: compare within each system's rules.
+    for members in (np.flatnonzero(systems == s) for s in np.unique(systems)):
+        if len(members) < 2:
+            continue
+        sims = centroids[members] @ centroids[members].T
+        for b in range(len(members)):
+            for a in np.flatnonzero(sims[:b, b] >= threshold).tolist():
+                if members[a] not in merged:  # into the oldest rule that stays
+                    merged[int(members[b])] = int(members[a])
+                    break
     for j, i in merged.items():
         conn.execute("UPDATE routing_memberships SET rule_id = %s WHERE rule_id = %s", (rows[i][0], rows[j][0]))
         _deactivate(conn, [rows[j][0]], f"merged into {rows[i][0]}")
-    return len(merged)
+    return {rows[j][0]: rows[i][0] for j, i in merged.items()}
 
 
 def _decimal(value: float | None, places: int) -> Decimal | None:
@@ -563,7 +588,7 @@ def learn_rules_full(
         report.deactivated += _deactivate(
             conn, [rule_id for rule_id, _, active in stored if active and rule_id not in kept], "no longer supported"
         )
-        report.deactivated += merge_near_duplicates(conn, model, settings.identity_similarity)
+        report.deactivated += len(merge_near_duplicates(conn, model, settings.identity_similarity))
         report.deactivated += len(refresh_rule_statistics(conn, catalog, settings, model))
         _finish_report(conn, report, model)
     report.seconds = time.perf_counter() - started
@@ -595,10 +620,12 @@ def learn_rules_incremental(
         report.deactivated += _retire_other_embedders(conn, model)
         drifting = conn.execute(
             """
-            SELECT r.id FROM routing_rules r JOIN routing_memberships m ON m.rule_id = r.id
+            SELECT r.id FROM executions e
+            JOIN routing_memberships m ON m.execution_id = e.id
+            JOIN routing_rules r ON r.id = m.rule_id
             WHERE r.auto_generated AND r.is_active AND r.request_embedding_model = %s
-              AND m.assigned_at >= now() - make_interval(days => %s)
-            GROUP BY r.id, r.member_similarity, r.similarity_floor
+              AND e.started_at >= now() - make_interval(days => %s)
+            GROUP BY r.id, r.similarity_floor
             HAVING count(*) >= %s AND avg(m.similarity) < r.similarity_floor
             """,
             (model, drift_days, settings.min_rule_executions // 2),
@@ -634,6 +661,22 @@ def learn_rules_incremental(
             )
             unassigned_params = (model, window_days)
         columns = catalog.column()
+        touched: set[UUID] = {r[0] for r in drifting}
+        # Rules that point at a system no longer active must drop it, new members or not.
+        touched.update(
+            r[0]
+            for r in conn.execute(
+                """
+                SELECT r.id FROM routing_rules r
+                WHERE r.auto_generated AND r.is_active AND r.request_embedding_model = %s
+                  AND EXISTS (
+                    SELECT 1 FROM unnest(r.alternative_systems || r.recommended_system_id) AS u(system_id)
+                    LEFT JOIN systems s ON s.id = u.system_id
+                    WHERE s.id IS NULL OR s.status <> 'active')
+                """,
+                (model,),
+            )
+        )
         assigned_rows: list[tuple[UUID, UUID, float]] = []
         leftover = 0
         if prototypes:
@@ -647,6 +690,7 @@ def learn_rules_incremental(
                 assigned_rows += [(batch.ids[i], owners[best[i]], float(sims[i])) for i in np.flatnonzero(joins)]
                 leftover += int((~joins).sum())
             report.assigned += _save_memberships(conn, iter(assigned_rows), model)
+            touched.update(rule_id for _, rule_id, _ in assigned_rows)
             progress(f"{len(assigned_rows):,} new executions joined existing rules; {leftover:,} left over")
         source = _Source(conn, unassigned_where, unassigned_params, columns, settings.sample_size)
         if not prototypes:
@@ -654,9 +698,14 @@ def learn_rules_incremental(
         if source.count >= settings.min_rule_executions:
             learner, assignments = _learn(source, catalog, embedder_name, settings, progress)
             stored = [s for s in _stored_rules(conn, model) if s[2]]
-            _upsert_learned(conn, learner, assignments, stored, model, settings, catalog, report)
-        report.deactivated += merge_near_duplicates(conn, model, settings.identity_similarity)
-        report.deactivated += len(refresh_rule_statistics(conn, catalog, settings, model))
+            touched.update(
+                _upsert_learned(conn, learner, assignments, stored, model, settings, catalog, report).values()
+            )
+        merged = merge_near_duplicates(conn, model, settings.identity_similarity)
+        report.deactivated += len(merged)
+        touched = (touched - set(merged)) | set(merged.values())
+        # Only the rules that gained or lost members: the others' statistics have not changed.
+        report.deactivated += len(refresh_rule_statistics(conn, catalog, settings, model, only=touched))
         _finish_report(conn, report, model)
     report.seconds = time.perf_counter() - started
     return report
