@@ -204,3 +204,35 @@ def test_eval_routing_names_the_bad_file_and_row(tmp_path, capsys) -> None:
     wrong.write_text("request,intent\nhello,greet\n")
     assert main(["eval", "routing", "--train", str(wrong), "--test", str(train)]) == 2
     assert "expected the columns text,label, found ['request', 'intent']" in capsys.readouterr().err
+
+
+def test_near_duplicate_rules_of_one_system_merge_into_the_older_one(acme) -> None:
+    from clay_pipelines.routing.rule_store import merge_near_duplicates
+
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    with acme.tenant_transaction(world.ACME) as conn:
+        older, embedding = conn.execute(
+            "SELECT id, request_embedding FROM routing_rules WHERE recommended_system_id = %s",
+            (world.SYSTEMS["writer"],),
+        ).fetchone()
+        younger = conn.execute(
+            "INSERT INTO routing_rules (request_pattern, request_embedding, request_embedding_model, "
+            "recommended_system_id, confidence_score, auto_generated, created_by, created_at) "
+            "VALUES ('a note to the team', %s, %s, %s, 0.5, true, 'routing-learner', now() + interval '1 second') "
+            "RETURNING id",
+            (embedding, MODEL, world.SYSTEMS["writer"]),
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE routing_memberships SET rule_id = %s WHERE execution_id IN "
+            "(SELECT execution_id FROM routing_memberships WHERE rule_id = %s LIMIT 30)",
+            (younger, older),
+        )
+        assert merge_near_duplicates(conn, MODEL, 0.8) == {younger: older}
+        assert conn.execute(
+            "SELECT rule_id, count(*) FROM routing_memberships WHERE rule_id IN (%s, %s) GROUP BY 1",
+            (older, younger),
+        ).fetchall() == [(older, 80)]
+        assert conn.execute(
+            "SELECT is_active, deactivation_reason FROM routing_rules WHERE id = %s", (younger,)
+        ).fetchone() == (False, f"merged into {older}")
+        assert merge_near_duplicates(conn, MODEL, 0.8) == {}  # nothing left to merge
