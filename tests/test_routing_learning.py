@@ -41,18 +41,19 @@ def _learn(batch: ExecutionBatch, n_systems: int, settings: LearnerSettings, emb
     return learner
 
 
-def _two_phrasings_world() -> tuple[ExecutionBatch, float]:
-    """System 0 serves two phrasings of one need, 30 requests each (each below min_rule_executions,
-    together above it), whose centres are 0.2 alike; system 1 serves 60 requests of another kind."""
+def _two_phrasings_world(each: int = 30) -> tuple[ExecutionBatch, float]:
+    """System 0 serves two phrasings of one need, `each` requests each (30: each below
+    min_rule_executions, together above it), whose centres are 0.2 alike (below the strict merge
+    similarity, above the rescue one); system 1 serves 60 requests of another kind."""
     rng = np.random.default_rng(7)
     basis = np.linalg.qr(rng.normal(size=(DIM, 3)))[0].T  # three orthonormal directions
     first, other = basis[0], basis[2]
     second = 0.2 * first + np.sqrt(1 - 0.2**2) * basis[1]
-    vectors = np.vstack([_around(first, 30, rng), _around(second, 30, rng), _around(other, 60, rng)])
-    return _batch(vectors, [0] * 60 + [1] * 60), float(first @ second)
+    vectors = np.vstack([_around(first, each, rng), _around(second, each, rng), _around(other, 60, rng)])
+    return _batch(vectors, [0] * (2 * each) + [1] * 60), float(first @ second)
 
 
-def test_phrasings_of_one_system_merge_into_one_rule_with_a_prototype_each() -> None:
+def test_phrasings_of_one_system_below_the_minimum_join_into_one_rule_with_a_prototype_each() -> None:
     batch, alike = _two_phrasings_world()
     assert round(alike, 6) == 0.2
     learner = _learn(batch, 2, LearnerSettings(micro_cluster_size=10))
@@ -66,10 +67,16 @@ def test_phrasings_of_one_system_merge_into_one_rule_with_a_prototype_each() -> 
     assert (prototypes @ normalise_rows(second[None])[0]).max() > 0.95
 
 
-def test_a_strict_merge_similarity_splits_the_phrasings_below_the_minimum() -> None:
+def test_without_the_rescue_the_phrasings_below_the_minimum_lose_their_rule() -> None:
     batch, _ = _two_phrasings_world()
-    learner = _learn(batch, 2, LearnerSettings(micro_cluster_size=10, merge_similarity=0.5))
+    learner = _learn(batch, 2, LearnerSettings(micro_cluster_size=10, rescue_similarity=0.5))
     assert [(r.recommended, r.executions) for r in learner.rules] == [(1, 60)]
+
+
+def test_kinds_of_one_system_each_above_the_minimum_stay_apart() -> None:
+    batch, _ = _two_phrasings_world(each=60)
+    learner = _learn(batch, 2, LearnerSettings(micro_cluster_size=10))
+    assert sorted((r.recommended, r.executions) for r in learner.rules) == [(0, 60), (0, 60), (1, 60)]
 
 
 def test_measure_scores_each_execution_against_its_own_rules_best_prototype() -> None:

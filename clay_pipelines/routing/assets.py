@@ -232,6 +232,7 @@ def routing_rules(
         metadata={
             "embedder": tag(model),
             "mode": "full" if config.full else "incremental",
+            "rows_written": sum(r.created + r.updated + r.deactivated for r in reports),
             "rules_created": sum(r.created for r in reports),
             "rules_updated": sum(r.updated for r in reports),
             "rules_deactivated": sum(r.deactivated for r in reports),
@@ -282,7 +283,7 @@ def system_rollups(context: dg.AssetExecutionContext, postgres: PostgresResource
     context.log.info(f"{changed} system rows updated; {len(problems)} dependency problems")
     return dg.MaterializeResult(
         metadata={
-            "rows_updated": changed,
+            "rows_written": changed,
             "systems": dg.MetadataValue.md(
                 markdown_table(
                     ["system", "executions", "successful", "avg cost", "avg ms", "satisfaction", "status"], rows
