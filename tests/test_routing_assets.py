@@ -138,7 +138,10 @@ def test_an_embedder_change_re_embeds_and_re_learns_through_the_assets(acme_env,
     assert _materialize(acme_env, [routing_rules]).success
     monkeypatch.setitem(embeddings.EMBEDDERS, "hashing", _NextVersion)
     # The backfill over the executions' days re-embeds them with the new version, in one run.
-    days = sorted({(datetime.now(UTC) - timedelta(days=5) + timedelta(minutes=m)).date() for m in (0, 170)})
+    with acme_env.admin() as conn:
+        days = conn.execute(
+            "SELECT min(started_at AT TIME ZONE 'UTC')::date, max(started_at AT TIME ZONE 'UTC')::date FROM executions"
+        ).fetchone()
     embedded = _materialize(
         acme_env,
         [request_embeddings],
