@@ -7,8 +7,9 @@ How a tenant's executions become rules:
   2. evidence: for every micro-cluster and system, how that system did there: executions, a
      Wilson lower bound of its success rate, satisfaction, cost, duration;
   3. rules: micro-clusters that share their best system and lie close together are merged
-     (average-linkage agglomeration on cosine) into one kind of request. Outcomes, not only text,
-     draw the borders: two phrasings best served by different systems stay apart;
+     (average-linkage agglomeration on cosine) into one kind of request; a kind left below
+     `min_rule_executions` joins the nearest kind of the same system when similar enough. Outcomes,
+     not only text, draw the borders: two phrasings best served by different systems stay apart;
   4. a merged group backed by at least `min_rule_executions` executions becomes a rule, with up to
      `prototypes_per_rule` prototype vectors (a router scores a rule by its best prototype), the
      recommended system and the runners-up, and a confidence in [0, 1].

@@ -1,7 +1,8 @@
 """The router: a request to a system, by learned rules first, then by capability, then catch-all.
 
-  1. rule: the nearest active rule of the tenant by cosine (pgvector HNSW over rule prototypes and
-     over the request_embedding of rules without prototypes, those written by people). A rule's
+  1. rule: the nearest active rule of the tenant by cosine (pgvector HNSW over learned rules'
+     prototypes; the few rules the learner did not write are scored exactly by their
+     request_embedding). A rule's
      score for a request is how well the request fits it (its similarity against the similarity
      the rule's own members have: 1 when it is as alike as a typical member) weighed by the rule's
      confidence. Accepted when the score reaches routing_confidence_threshold. The recommended system

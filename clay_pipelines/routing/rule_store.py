@@ -1,10 +1,11 @@
 """Learning routing_rules for one tenant against the database: full re-cluster or incremental.
 
-Full: every execution embedded by the current embedder is streamed (twice, in batches, plus a
-bounded sample to fix the micro-clusters) through RuleLearner; the new clusters are matched to the
+Full: every execution embedded by the current embedder is streamed (in batches, once per pass:
+evidence, refinement, measuring; plus a bounded sample to fix the micro-clusters) through RuleLearner; the new clusters are matched to the
 tenant's stored rules by centroid similarity and update them in place; stored learned rules that
 match nothing are deactivated; memberships are rewritten.
-Incremental: only executions without a membership are read. Each joins the rule whose prototype it
+Incremental: only executions without a membership are read (once the tenant has rules, those of
+the last 30 days and the members of drifting rules). Each joins the rule whose prototype it
 is nearest to, when at least as alike as the rule's similarity floor; what stays unassigned (and
 the members of drifting rules) is clustered on its own, and clusters that match a stored rule join
 it. Statistics of the rules touched are then recomputed from memberships with set-based SQL.
