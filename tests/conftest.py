@@ -90,6 +90,10 @@ def create_database(server: embedded.EmbeddedServer, template: str | None = TEMP
             )
         else:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    if template:
+        # A database's own privileges are not copied from its template: apply the migrations' again.
+        with psycopg.connect(server.url(name), autocommit=True) as conn:
+            conn.execute("SELECT public.clay_revoke_temporary_from_app()")
     return TestDatabase(name, server)
 
 

@@ -78,3 +78,43 @@ def test_badly_named_migration_is_refused(tmp_path: Path) -> None:
     (tmp_path / "7_oops.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=r"7_oops\.sql: migration files are named NNN_lowercase_name\.sql"):
         discover(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["COMMIT;", "commit work;", "BEGIN;", "ROLLBACK;", "END;", "START TRANSACTION;", "SAVEPOINT s;", "ABORT;"],
+)
+def test_a_migration_that_controls_transactions_is_refused_before_anything_runs(
+    empty_db, tmp_path: Path, statement: str
+) -> None:
+    sql_dir = _copy_migrations(tmp_path)
+    last = discover(sql_dir)[-1].version
+    sneaky = sql_dir / f"{last + 1:03d}_sneaky.sql"
+    sneaky.write_text(f"CREATE TABLE half_done (id int);\n\n  {statement}\nSELECT * FROM no_such_table;\n")
+    keyword = "START TRANSACTION" if statement.startswith("START") else statement.split()[0].rstrip(";").upper()
+    with pytest.raises(
+        MigrationError, match=rf"{sneaky.name}:3: {keyword} - a migration is applied as one transaction"
+    ):
+        apply_migrations(empty_db.admin_url, sql_dir)
+    with empty_db.admin() as conn:  # nothing at all was applied, not even the earlier pending migrations
+        assert conn.execute("SELECT to_regclass('public.half_done'), to_regclass('public.tenants')").fetchone() == (
+            None,
+            None,
+        )
+
+
+def test_transaction_words_inside_bodies_strings_and_comments_are_not_statements(empty_db, tmp_path: Path) -> None:
+    sql_dir = _copy_migrations(tmp_path)
+    last = discover(sql_dir)[-1].version
+    fine = sql_dir / f"{last + 1:03d}_fine.sql"
+    fine.write_text(
+        "-- COMMIT; in a comment\n"
+        "/* ROLLBACK; */\n"
+        "DO $$ BEGIN PERFORM 1; END $$;\n"
+        "CREATE FUNCTION public.answer() RETURNS int LANGUAGE sql\n"
+        "  BEGIN ATOMIC SELECT CASE WHEN true THEN 42 END; END;\n"
+        "CREATE TABLE \"commit\" (note text DEFAULT 'COMMIT; END;');\n"
+    )
+    assert [m.name for m in apply_migrations(empty_db.admin_url, sql_dir)][-1] == "fine"
+    with empty_db.admin() as conn:
+        assert conn.execute("SELECT public.answer()").fetchone() == (42,)

@@ -5,8 +5,11 @@ Every transaction states whose data it touches:
   * maintenance_transaction(job): the cross-tenant maintenance role, for a named job only;
   * unscoped_transaction(): the application role with no tenant, which sees nothing under
     row-level security; used for tenant lookups.
-Role and tenant are set with set_config(..., is_local => true), never with a session-level SET, so
-nothing survives into the next transaction on a pooled connection.
+Role, tenant, time limits and search_path are set with set_config(..., is_local => true), never with
+a session-level SET. Code run inside a transaction could still leave session state behind (a
+session-level set_config, a prepared statement, an advisory lock), so every connection is reset with
+DISCARD ALL when it returns to its pool, and pg_temp goes last on the search_path so that a temporary
+table can never stand in for a real one.
 """
 
 from __future__ import annotations
@@ -55,6 +58,34 @@ def _configure_connection(conn: psycopg.Connection) -> None:
         register_vector(conn)
 
 
+def _reset_connection(conn: psycopg.Connection) -> None:
+    """Back in the pool: drop whatever a transaction left on the session (settings, temporary
+    tables, prepared statements, advisory locks, LISTENs). psycopg notices DISCARD ALL and forgets
+    its own prepared statements with it."""
+    conn.execute("DISCARD ALL")
+
+
+# Settings PostgreSQL 17 introduced; older servers (and Supabase projects not yet upgraded) lack them.
+_SINCE_VERSION = {"transaction_timeout": 170000}
+
+
+def _scope_transaction(
+    conn: psycopg.Connection, role: str, tenant: str, limits: settings.TransactionLimits, job: str | None = None
+) -> None:
+    """Everything a transaction states about itself, in one round trip, all transaction-local."""
+    values = {"role": role, "app.tenant_id": tenant}
+    if job:
+        values["application_name"] = f"clay:{job}"
+    for name, value in limits.as_settings().items():
+        if conn.info.server_version >= _SINCE_VERSION.get(name, 0):
+            values[name] = value
+    calls = ", ".join(["set_config(%s, %s, true)"] * len(values))
+    conn.execute(
+        f"SELECT {calls}, set_config('search_path', current_setting('search_path') || ', pg_temp', true)",  # type: ignore[arg-type]
+        [item for pair in values.items() for item in pair],
+    )
+
+
 class Database:
     """Pools for the application and maintenance roles over one PostgreSQL database."""
 
@@ -91,6 +122,7 @@ class Database:
                     max_size=self.max_pool_size,
                     kwargs={"autocommit": True},
                     configure=_configure_connection,
+                    reset=_reset_connection,
                     open=False,
                     name=f"clay-{which}",
                 )
@@ -117,10 +149,7 @@ class Database:
                 f"tenant_transaction needs the tenant's UUID, got {tenant_id!r}; resolve names with resolve_tenant()"
             )
         with self._pool("app").connection() as conn, conn.transaction():
-            conn.execute(
-                "SELECT set_config('role', %s, true), set_config('app.tenant_id', %s, true)",
-                (self.app_role, str(tenant_id)),
-            )
+            _scope_transaction(conn, self.app_role, str(tenant_id), settings.transaction_limits("tenant"))
             yield conn
 
     @contextmanager
@@ -128,28 +157,31 @@ class Database:
         if not isinstance(job, MaintenanceJob):
             raise ValueError(f"{job!r} is not a maintenance job; the allowed ones are listed in MaintenanceJob")
         with self._pool("maintenance").connection() as conn, conn.transaction():
-            conn.execute(
-                "SELECT set_config('role', %s, true), set_config('application_name', %s, true)",
-                (self.maintenance_role, f"clay:{job.value}"),
-            )
+            _scope_transaction(conn, self.maintenance_role, "", settings.transaction_limits("maintenance"), job.value)
             yield conn
 
     @contextmanager
     def unscoped_transaction(self) -> Iterator[psycopg.Connection]:
         with self._pool("app").connection() as conn, conn.transaction():
-            conn.execute("SELECT set_config('role', %s, true)", (self.app_role,))
+            _scope_transaction(conn, self.app_role, "", settings.transaction_limits("tenant"))
             yield conn
 
     def resolve_tenant(self, reference: str | UUID) -> UUID:
-        """A tenant's id from its id, name or domain; UnknownTenantError if there is no such active tenant."""
+        """A tenant's id from its id, name or domain (case-insensitive); UnknownTenantError when no active
+        tenant, or more than one, answers to it."""
         if isinstance(reference, UUID) or _UUID_TEXT.match(str(reference)):
             tenant_id = UUID(str(reference))
             with self.tenant_transaction(tenant_id) as conn:
                 row = conn.execute("SELECT id FROM tenants WHERE id = %s AND is_active", (tenant_id,)).fetchone()
         else:
-            with self.unscoped_transaction() as conn:
-                row = conn.execute("SELECT clay_admin.tenant_id_for(%s)", (reference,)).fetchone()
-                row = row if row and row[0] else None
+            try:
+                with self.unscoped_transaction() as conn:
+                    row = conn.execute("SELECT clay_admin.tenant_id_for(%s)", (reference,)).fetchone()
+            except psycopg.errors.CardinalityViolation as error:
+                raise UnknownTenantError(
+                    f"tenant {reference!r} is ambiguous: several active tenants have that name or domain; use the id"
+                ) from error
+            row = row if row and row[0] else None
         if row is None:
             raise UnknownTenantError(f"unknown tenant {str(reference)!r}: no active tenant has that id, name or domain")
         return row[0]

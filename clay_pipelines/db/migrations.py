@@ -1,7 +1,9 @@
 """Ordered SQL migrations (sql/NNN_name.sql), each applied in its own transaction and recorded.
 
 Applying twice is a no-op; a migration that fails is rolled back whole and nothing after it runs;
-a migration edited after it was applied is refused (its checksum no longer matches).
+a migration edited after it was applied is refused (its checksum no longer matches); a migration
+that controls transactions itself (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...) is refused before
+anything runs, since a COMMIT inside it would make "rolled back whole" untrue.
 """
 
 from __future__ import annotations
@@ -40,6 +42,59 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+# Statements that begin, end or split a transaction (the server's own words for them).
+_TRANSACTION_CONTROL = re.compile(
+    r"(BEGIN|COMMIT|ROLLBACK|END|ABORT|START\s+TRANSACTION|SAVEPOINT|RELEASE|PREPARE\s+TRANSACTION)\b",
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(
+    r"--[^\n]*"  # line comment
+    r"|/\*.*?\*/"  # block comment (not nested: PostgreSQL allows it, migrations here do not need it)
+    r"|(?P<dollar>\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$).*?(?P=dollar)"  # dollar-quoted body (DO, functions)
+    r"|[EeUu]?&?'(?:[^'\\]|''|\\.)*'"  # string constant
+    r'|"(?:[^"]|"")*"',  # quoted identifier
+    re.DOTALL,
+)
+
+
+def _blank_quoted(text: str) -> str:
+    """The SQL with comments, strings, quoted identifiers and dollar-quoted bodies blanked out (newlines
+    kept, so positions and line numbers stay), leaving only what the server parses as statements."""
+    return _QUOTED.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+def _statements(text: str) -> list[tuple[int, str]]:
+    """(line number, text) of each top-level statement. A SQL-standard function body (BEGIN ATOMIC ...
+    END) holds semicolons of its own: it stays inside its CREATE statement."""
+    blanked = _blank_quoted(text)
+    statements: list[tuple[int, str]] = []
+    start, open_bodies = 0, 0
+    for match in re.finditer(r";|\bBEGIN\s+ATOMIC\b|\bCASE\b|\bEND\b", blanked, re.IGNORECASE):
+        token = match.group(0).upper()
+        if token.startswith("BEGIN") or (token == "CASE" and open_bodies):
+            open_bodies += 1
+        elif token == "END" and open_bodies:
+            open_bodies -= 1
+        elif token == ";" and not open_bodies:
+            statements.append((start, blanked[start : match.start()]))
+            start = match.end()
+    statements.append((start, blanked[start:]))
+    return [
+        (blanked.count("\n", 0, offset + len(body) - len(body.lstrip())) + 1, body.strip())
+        for offset, body in statements
+        if body.strip()
+    ]
+
+
+def _refuse_transaction_control(path: Path, text: str) -> None:
+    for line, statement in _statements(text):
+        if match := _TRANSACTION_CONTROL.match(statement):
+            raise MigrationError(
+                f"{path.name}:{line}: {match.group(1).upper()} - a migration is applied as one transaction and "
+                "must not begin, end or split it (put what must commit first into a migration of its own)"
+            )
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     version: int
@@ -56,7 +111,9 @@ def discover(sql_dir: Path = settings.SQL_DIR) -> list[Migration]:
         version = int(match["version"])
         if version in migrations:
             raise MigrationError(f"{path}: version {version:03d} is also used by {migrations[version].path.name}")
-        migrations[version] = Migration(version, match["name"], path, path.read_text())
+        text = path.read_text()
+        _refuse_transaction_control(path, text)
+        migrations[version] = Migration(version, match["name"], path, text)
     return [migrations[v] for v in sorted(migrations)]
 
 

@@ -69,21 +69,13 @@ def days_to_embed(db: Database, tenant_id: UUID, model: str, since: datetime) ->
 def write_request_embeddings(
     conn: psycopg.Connection, execution_ids: Sequence[UUID], vectors: np.ndarray, model: str
 ) -> None:
-    """Set request_embedding (tagged `model`) of the given executions: binary COPY into a temporary
-    table, then one UPDATE ... FROM. Runs in the caller's transaction."""
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS embedding_batch (id uuid, embedding vector) ON COMMIT DROP")
-    conn.execute("TRUNCATE embedding_batch")
-    with (
-        conn.cursor() as cursor,
-        cursor.copy("COPY embedding_batch (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy,
-    ):
-        copy.set_types(["uuid", "vector"])
-        for execution_id, vector in zip(execution_ids, vectors, strict=True):
-            copy.write_row((execution_id, vector))
-    conn.execute(
+    """Set request_embedding (tagged `model`) of the given executions: one UPDATE ... FROM over
+    arrays sent in binary (the application role has no temporary tables). Runs in the caller's
+    transaction."""
+    conn.cursor(binary=True).execute(
         "UPDATE executions e SET request_embedding = b.embedding, request_embedding_model = %s "
-        "FROM embedding_batch b WHERE e.id = b.id",
-        (model,),
+        "FROM unnest(%s::uuid[], %s::vector[]) AS b(id, embedding) WHERE e.id = b.id",
+        (model, list(execution_ids), list(vectors)),
     )
 
 

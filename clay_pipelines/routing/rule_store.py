@@ -15,6 +15,7 @@ false) are never read for matching nor written.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -283,35 +284,28 @@ def _write_prototypes(conn: psycopg.Connection, rules: dict[UUID, LearnedRule], 
         )
 
 
+_MEMBERSHIP_BATCH = 50_000
+
+
 def _save_memberships(conn: psycopg.Connection, rows: Iterator[tuple[UUID, UUID, float]], model: str) -> int:
-    """Upsert memberships through a temporary table filled by binary COPY (COPY cannot write a
-    table under row-level security directly)."""
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS membership_batch (execution_id uuid, rule_id uuid, similarity real) "
-        "ON COMMIT DROP"
-    )
-    conn.execute("TRUNCATE membership_batch")
+    """Upsert memberships in batches of arrays sent in binary (the application role has no
+    temporary tables, and COPY cannot write a table under row-level security)."""
     written = 0
-    with (
-        conn.cursor() as cursor,
-        cursor.copy(
-            "COPY membership_batch (execution_id, rule_id, similarity) FROM STDIN WITH (FORMAT BINARY)"
-        ) as copy,
-    ):
-        copy.set_types(["uuid", "uuid", "float4"])
-        for row in rows:
-            copy.write_row(row)
-            written += 1
-    conn.execute(
-        """
-        INSERT INTO routing_memberships (execution_id, rule_id, similarity, embedding_model)
-        SELECT execution_id, rule_id, similarity, %s FROM membership_batch
-        ON CONFLICT (execution_id) DO UPDATE
-          SET rule_id = EXCLUDED.rule_id, similarity = EXCLUDED.similarity,
-              embedding_model = EXCLUDED.embedding_model, assigned_at = now()
-        """,
-        (model,),
-    )
+    cursor = conn.cursor(binary=True)
+    while batch := list(itertools.islice(rows, _MEMBERSHIP_BATCH)):
+        execution_ids, rule_ids, similarities = zip(*batch, strict=True)
+        cursor.execute(
+            """
+            INSERT INTO routing_memberships (execution_id, rule_id, similarity, embedding_model)
+            SELECT execution_id, rule_id, similarity, %s
+            FROM unnest(%s::uuid[], %s::uuid[], %s::real[]) AS b(execution_id, rule_id, similarity)
+            ON CONFLICT (execution_id) DO UPDATE
+              SET rule_id = EXCLUDED.rule_id, similarity = EXCLUDED.similarity,
+                  embedding_model = EXCLUDED.embedding_model, assigned_at = now()
+            """,
+            (model, list(execution_ids), list(rule_ids), [float(s) for s in similarities]),
+        )
+        written += len(batch)
     return written
 
 
@@ -632,15 +626,15 @@ def learn_rules_incremental(
             (model, drift_days, settings.min_rule_executions // 2),
         ).fetchall()
         report.drifting = len(drifting)
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS reconsidered (execution_id uuid PRIMARY KEY) ON COMMIT DROP")
+        reconsidered: list[UUID] = []
         if drifting:
-            drifting_ids = [r[0] for r in drifting]
-            conn.execute(
-                "INSERT INTO reconsidered SELECT execution_id FROM routing_memberships WHERE rule_id = ANY(%s) "
-                "ON CONFLICT DO NOTHING",
-                (drifting_ids,),
-            )
-            conn.execute("DELETE FROM routing_memberships WHERE rule_id = ANY(%s)", (drifting_ids,))
+            reconsidered = [
+                r[0]
+                for r in conn.execute(
+                    "DELETE FROM routing_memberships WHERE rule_id = ANY(%s) RETURNING execution_id",
+                    ([r[0] for r in drifting],),
+                )
+            ]
 
         prototypes = conn.execute(
             """
@@ -656,11 +650,8 @@ def learn_rules_incremental(
         )
         unassigned_params: tuple = (model,)
         if prototypes:
-            unassigned_where += (
-                " AND (e.started_at >= now() - make_interval(days => %s)"
-                " OR e.id IN (SELECT execution_id FROM reconsidered))"
-            )
-            unassigned_params = (model, window_days)
+            unassigned_where += " AND (e.started_at >= now() - make_interval(days => %s) OR e.id = ANY(%s))"
+            unassigned_params = (model, window_days, reconsidered)
         columns = catalog.column()
         touched: set[UUID] = {r[0] for r in drifting}
         # Rules that point at a system no longer active must drop it, new members or not.
