@@ -309,3 +309,23 @@ def test_a_tenant_holding_a_table_lock_does_not_block_others_for_ever(fresh_db, 
         assert len(outcome) == 1  # the server ended the lock holder's transaction at its timeout
         with db.tenant_transaction(beta) as conn:
             assert conn.execute("SELECT count(*) FROM executions").fetchone() == (0,)
+
+
+def test_platform_skills_do_not_list_a_tenants_systems_as_dependents(database, tenants) -> None:
+    from clay_pipelines.routing.registry import rollup_shared_systems, rollup_tenant_systems
+
+    alpha, beta = tenants
+    with database.tenant_transaction(alpha) as conn:
+        private = conn.execute(
+            "INSERT INTO systems (name, type, constitution, depends_on) "
+            "VALUES ('alpha-private', 'agent', '{}', ARRAY[%s]::uuid[]) RETURNING id",
+            (SHARED_SYSTEM,),
+        ).fetchone()[0]
+    rollup_shared_systems(database)
+    rollup_tenant_systems(database, alpha)
+    with database.tenant_transaction(beta) as conn:
+        assert conn.execute("SELECT reverse_dependencies FROM systems WHERE id = %s", (SHARED_SYSTEM,)).fetchone() == (
+            [],
+        )
+    with database.tenant_transaction(alpha) as conn:
+        assert conn.execute("SELECT depends_on FROM systems WHERE id = %s", (private,)).fetchone() == ([SHARED_SYSTEM],)

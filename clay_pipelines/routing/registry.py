@@ -41,7 +41,7 @@ WHERE s.id = f.id
 _REVERSE_DEPENDENCIES = """
 WITH reverse AS (
   SELECT s.id, coalesce(array_agg(d.id ORDER BY d.name) FILTER (WHERE d.id IS NOT NULL), '{{}}') AS dependents
-  FROM systems s LEFT JOIN systems d ON s.id = ANY(d.depends_on)
+  FROM systems s LEFT JOIN systems d ON s.id = ANY(d.depends_on) AND {dependents}
   WHERE {scope}
   GROUP BY s.id
 )
@@ -54,7 +54,11 @@ def rollup_shared_systems(db: Database) -> int:
     """Figures and reverse dependencies of the platform-wide skills; returns rows changed."""
     with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
         changed = conn.execute(_ROLLUP.format(scope="s.tenant_id IS NULL")).rowcount
-        changed += conn.execute(_REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NULL")).rowcount
+        # Every tenant reads the platform's skills: their dependents are platform skills only, never
+        # a tenant's own systems (whose ids and number are that tenant's business).
+        changed += conn.execute(
+            _REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NULL", dependents="d.tenant_id IS NULL")
+        ).rowcount
     return changed
 
 
@@ -62,7 +66,9 @@ def rollup_tenant_systems(db: Database, tenant_id: UUID) -> int:
     """Figures and reverse dependencies of the tenant's own systems, from its own executions."""
     with db.tenant_transaction(tenant_id) as conn:
         changed = conn.execute(_ROLLUP.format(scope="s.tenant_id IS NOT NULL")).rowcount
-        changed += conn.execute(_REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NOT NULL")).rowcount
+        changed += conn.execute(
+            _REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NOT NULL", dependents="TRUE")
+        ).rowcount
     return changed
 
 
