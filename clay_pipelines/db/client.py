@@ -60,8 +60,7 @@ def _configure_connection(conn: psycopg.Connection) -> None:
 
 def _reset_connection(conn: psycopg.Connection) -> None:
     """Back in the pool: drop whatever a transaction left on the session (settings, temporary
-    tables, prepared statements, advisory locks, LISTENs). psycopg notices DISCARD ALL and forgets
-    its own prepared statements with it."""
+    tables, prepared statements, advisory locks, LISTENs)."""
     conn.execute("DISCARD ALL")
 
 
@@ -120,7 +119,9 @@ class Database:
                     dsn,
                     min_size=1,
                     max_size=self.max_pool_size,
-                    kwargs={"autocommit": True},
+                    # No automatic server-side prepared statements: DISCARD ALL on return drops them
+                    # behind psycopg's back (and transaction-mode poolers cannot keep them either).
+                    kwargs={"autocommit": True, "prepare_threshold": None},
                     configure=_configure_connection,
                     reset=_reset_connection,
                     open=False,
