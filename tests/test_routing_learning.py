@@ -97,7 +97,10 @@ def test_measure_scores_each_execution_against_its_own_rules_best_prototype() ->
 
 def _routed(scores: list[float], correct: list[bool]) -> RoutedSet:
     decisions = [
-        RoutingDecision(None, None, 0.0, "rule", rule_system="intent-a" if ok else "intent-b") for ok in correct
+        RoutingDecision(
+            system_id=None, system_name=None, confidence=0.0, path="rule", rule_system="intent-a" if ok else "intent-b"
+        )
+        for ok in correct
     ]
     return RoutedSet(["a"] * len(scores), decisions, np.array(scores))
 

@@ -16,6 +16,7 @@ Row-level security scopes every query to the tenant; HNSW index scans are iterat
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -35,7 +36,7 @@ CANDIDATE_PROTOTYPES = 40
 CANDIDATE_RULES = 5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RoutingDecision:
     system_id: UUID | None
     system_name: str | None
@@ -180,6 +181,39 @@ def systems_over_budget(conn: psycopg.Connection, catalog: SystemCatalog) -> dic
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class RoutingContext:
+    """What a decision depends on besides the request's nearest rules: the tenant's systems, which
+    of them are usable now, the thresholds, and (asked only when the rule path fails) the systems
+    nearest by capability."""
+
+    names: dict[UUID, str]
+    active: frozenset[UUID]
+    blocked: dict[UUID, str]  # system -> why it may not be used now (budget)
+    threshold: float
+    capability_threshold: float
+    catch_all: tuple[UUID, str] | None
+    nearest_capabilities: Callable[[], list[tuple[UUID, str, float]]]
+    embedder_tag: str
+
+
+def routing_context(
+    conn: psycopg.Connection, catalog: SystemCatalog, vector: np.ndarray, embedder: Embedder
+) -> RoutingContext:
+    parameters = catalog.router_parameters()
+    catch_all = catalog.catch_all()
+    return RoutingContext(
+        names=dict(zip(catalog.ids, catalog.names, strict=True)),
+        active=frozenset(s for s, on in zip(catalog.ids, catalog.active, strict=True) if on),
+        blocked=systems_over_budget(conn, catalog),
+        threshold=float(parameters.get("routing_confidence_threshold", DEFAULT_THRESHOLD)),
+        capability_threshold=float(parameters.get("capability_match_threshold", DEFAULT_CAPABILITY_THRESHOLD)),
+        catch_all=None if catch_all is None else (catalog.ids[catch_all], catalog.names[catch_all]),
+        nearest_capabilities=lambda: nearest_capabilities(conn, vector, embedder),
+        embedder_tag=tag(embedder),
+    )
+
+
 def route(
     db: Database,
     tenant_id: UUID,
@@ -198,22 +232,8 @@ def route(
         vector = embedder.encode([request])[0]
     with db.tenant_transaction(tenant_id) as conn:
         catalog = load_systems(conn)
-        parameters = catalog.router_parameters()
-        threshold = float(parameters.get("routing_confidence_threshold", DEFAULT_THRESHOLD))
-        capability_threshold = float(parameters.get("capability_match_threshold", DEFAULT_CAPABILITY_THRESHOLD))
-        names = dict(zip(catalog.ids, catalog.names, strict=True))
-        active = {system_id for system_id, on in zip(catalog.ids, catalog.active, strict=True) if on}
-        blocked = systems_over_budget(conn, catalog)
-        candidates = nearest_rules(conn, vector, embedder, exact=exact)
-        # The nearest rule by cosine is the one the router considers; its score decides.
-        best = max(candidates, key=lambda c: (c.similarity, c.score())) if candidates else None
-        decision = _decide(
-            conn, vector, embedder, catalog, best, candidates, names, active, blocked, threshold, capability_threshold
-        )
-        if best is not None:
-            decision.rule_score = round(best.score(), 4)
-            decision.rule_system = names.get(best.recommended) if best.recommended else None
-        decision.embedder = tag(embedder)
+        context = routing_context(conn, catalog, vector, embedder)
+        decision = decide(context, nearest_rules(conn, vector, embedder, exact=exact))
         if decision.system_id is not None:
             constitution = catalog.constitutions[catalog.ids.index(decision.system_id)]
             decision.approval_actions = list(constitution.get("requires_approval") or [])
@@ -229,86 +249,111 @@ def route(
     return decision
 
 
-def _decide(
-    conn: psycopg.Connection,
-    vector: np.ndarray,
-    embedder: Embedder,
-    catalog: SystemCatalog,
-    rule: RuleCandidate | None,
-    candidates: list[RuleCandidate],
-    names: dict[UUID, str],
-    active: set[UUID],
-    blocked: dict[UUID, str],
-    threshold: float,
-    capability_threshold: float,
-) -> RoutingDecision:
+def decide(context: RoutingContext, candidates: list[RuleCandidate]) -> RoutingDecision:
+    """The decision for one request from its nearest rules: the rule path, then capability, then the
+    catch-all. Reads nothing but the context, so a replay can call it for any settings."""
+    # The nearest rule by cosine is the one the router considers; its score decides.
+    rule = max(candidates, key=lambda c: (c.similarity, c.score())) if candidates else None
     fallbacks: list[str] = []
+    decision = (
+        _by_rule(context, rule, candidates, fallbacks)
+        or _by_capability(context, fallbacks)
+        or _by_catch_all(context, fallbacks)
+    )
+    if rule is not None:
+        decision.rule_score = round(rule.score(), 4)
+        decision.rule_system = context.names.get(rule.recommended) if rule.recommended else None
+    decision.embedder = context.embedder_tag
+    return decision
+
+
+def _by_rule(
+    context: RoutingContext, rule: RuleCandidate | None, candidates: list[RuleCandidate], fallbacks: list[str]
+) -> RoutingDecision | None:
     if rule is None:
-        fallbacks.append(f"no active routing rule for embedder {tag(embedder)}")
-    else:
-        score = rule.score()
-        runner_ups = [c.recommended for c in candidates if c.rule_id != rule.rule_id and c.recommended]
-        if score >= threshold:
-            for system_id in [rule.recommended, *rule.alternatives]:
-                if system_id is None or system_id not in names:
-                    fallbacks.append(f"rule's system {system_id} is not in the registry")
-                elif system_id not in active:
-                    fallbacks.append(f"{names[system_id]} is not active")
-                elif system_id in blocked:
-                    fallbacks.append(blocked[system_id])
-                else:
-                    alternatives = [
-                        names[s]
-                        for s in dict.fromkeys([*rule.alternatives, *runner_ups])
-                        if s in names and s != system_id
-                    ]
-                    return RoutingDecision(
-                        system_id,
-                        names[system_id],
-                        round(score, 4),
-                        "rule",
-                        rule.rule_id,
-                        rule.pattern,
-                        round(rule.similarity, 4),
-                        alternatives,
-                        fallbacks,
-                    )
-            fallbacks.append(f"no usable system in rule {rule.rule_id}")
+        fallbacks.append(f"no active routing rule for embedder {context.embedder_tag}")
+        return None
+    score = rule.score()
+    if score < context.threshold:
+        fallbacks.append(
+            f"best rule {rule.rule_id} ({rule.pattern!r}) scored {score:.3f} "
+            f"< routing_confidence_threshold {context.threshold}"
+        )
+        return None
+    names = context.names
+    for system_id in [rule.recommended, *rule.alternatives]:
+        if system_id is None or system_id not in names:
+            fallbacks.append(f"rule's system {system_id} is not in the registry")
+        elif system_id not in context.active:
+            fallbacks.append(f"{names[system_id]} is not active")
+        elif system_id in context.blocked:
+            fallbacks.append(context.blocked[system_id])
         else:
-            fallbacks.append(
-                f"best rule {rule.rule_id} ({rule.pattern!r}) scored {score:.3f} < routing_confidence_threshold {threshold}"
+            runner_ups = [c.recommended for c in candidates if c.rule_id != rule.rule_id and c.recommended]
+            alternatives = [
+                names[s] for s in dict.fromkeys([*rule.alternatives, *runner_ups]) if s in names and s != system_id
+            ]
+            return RoutingDecision(
+                system_id=system_id,
+                system_name=names[system_id],
+                confidence=round(score, 4),
+                path="rule",
+                rule_id=rule.rule_id,
+                rule_pattern=rule.pattern,
+                similarity=round(rule.similarity, 4),
+                alternatives=alternatives,
+                fallbacks=fallbacks,
             )
-    model, cast = tag(embedder), _dimension_cast(embedder)
-    capability = conn.execute(
+    fallbacks.append(f"no usable system in rule {rule.rule_id}")
+    return None
+
+
+def _by_capability(context: RoutingContext, fallbacks: list[str]) -> RoutingDecision | None:
+    capability = context.nearest_capabilities()
+    if not capability:
+        fallbacks.append(f"no capability embeddings for {context.embedder_tag}")
+    for system_id, name, similarity in capability:
+        if similarity < context.capability_threshold:
+            fallbacks.append(f"nearest capability {name} at {similarity:.3f} < {context.capability_threshold}")
+            return None
+        if system_id in context.blocked:
+            fallbacks.append(context.blocked[system_id])
+            continue
+        return RoutingDecision(
+            system_id=system_id,
+            system_name=name,
+            confidence=round(similarity, 4),
+            path="capability",
+            similarity=round(similarity, 4),
+            fallbacks=fallbacks,
+        )
+    return None
+
+
+def _by_catch_all(context: RoutingContext, fallbacks: list[str]) -> RoutingDecision:
+    if context.catch_all is None:
+        return RoutingDecision(
+            system_id=None, system_name=None, confidence=0.0, path="none", fallbacks=[*fallbacks, "no catch-all system"]
+        )
+    system_id, name = context.catch_all
+    return RoutingDecision(system_id=system_id, system_name=name, confidence=0.0, path="catch_all", fallbacks=fallbacks)
+
+
+def nearest_capabilities(
+    conn: psycopg.Connection, vector: np.ndarray, embedder: Embedder, k: int = 3
+) -> list[tuple[UUID, str, float]]:
+    """The k active systems whose capabilities are nearest to the request: (id, name, similarity)."""
+    cast = _dimension_cast(embedder)
+    rows = conn.execute(
         f"""
         SELECT id, name, 1 - (capabilities_embedding::{cast} <=> %(q)s::{cast}) FROM systems
         WHERE capabilities_embedding_model = %(model)s AND status = 'active'
-        ORDER BY capabilities_embedding::{cast} <=> %(q)s::{cast} LIMIT 3
+        ORDER BY capabilities_embedding::{cast} <=> %(q)s::{cast} LIMIT %(k)s
         """,
-        {"q": vector, "model": model},
+        {"q": vector, "model": tag(embedder), "k": k},
         prepare=False,
     ).fetchall()
-    for system_id, name, similarity in capability:
-        if float(similarity) < capability_threshold:
-            fallbacks.append(f"nearest capability {name} at {float(similarity):.3f} < {capability_threshold}")
-            break
-        if system_id in blocked:
-            fallbacks.append(blocked[system_id])
-            continue
-        return RoutingDecision(
-            system_id,
-            name,
-            round(float(similarity), 4),
-            "capability",
-            similarity=round(float(similarity), 4),
-            fallbacks=fallbacks,
-        )
-    if not capability:
-        fallbacks.append(f"no capability embeddings for {model}")
-    catch_all = catalog.catch_all()
-    if catch_all is None:
-        return RoutingDecision(None, None, 0.0, "none", fallbacks=[*fallbacks, "no catch-all system"])
-    return RoutingDecision(catalog.ids[catch_all], catalog.names[catch_all], 0.0, "catch_all", fallbacks=fallbacks)
+    return [(system_id, name, float(similarity)) for system_id, name, similarity in rows]
 
 
 def _log_execution(
