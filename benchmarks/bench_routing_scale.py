@@ -193,10 +193,6 @@ def _run() -> None:
     # Each kind's own system, at random: a topic's kinds mostly go to different systems.
     kind_system = rng.integers(SYSTEMS, size=KINDS)
     now = datetime.now(UTC)
-    # The router never searches executions by vector; loading a million rows into that HNSW index
-    # would measure the index build, not the learner.
-    with psycopg.connect(target.admin_url, autocommit=True) as admin:
-        admin.execute("DROP INDEX IF EXISTS executions_embedding_minilm1_hnsw")
     embedder = PrecomputedVectors()
     with Database(target.app_url, target.maintenance_url) as db:
         _create_world(db)

@@ -118,3 +118,24 @@ def test_transaction_words_inside_bodies_strings_and_comments_are_not_statements
     assert [m.name for m in apply_migrations(empty_db.admin_url, sql_dir)][-1] == "fine"
     with empty_db.admin() as conn:
         assert conn.execute("SELECT public.answer()").fetchone() == (42,)
+
+
+def test_the_isolation_helper_puts_a_new_table_under_the_standard_policy(fresh_db) -> None:
+    with fresh_db.admin() as conn:
+        alpha = conn.execute("INSERT INTO tenants (name) VALUES ('Alpha') RETURNING id").fetchone()[0]
+        conn.execute("SET ROLE clay_owner")
+        conn.execute("CREATE TABLE public.notes (tenant_id uuid DEFAULT public.clay_current_tenant(), body text)")
+        conn.execute("SELECT public.clay_enable_tenant_isolation('public.notes', ARRAY['SELECT', 'INSERT'])")
+        with pytest.raises(psycopg.errors.RaiseException, match="TRUNCATE is not SELECT"):
+            conn.execute("SELECT public.clay_enable_tenant_isolation('public.notes', ARRAY['TRUNCATE'])")
+        conn.execute("RESET ROLE")
+        rls = conn.execute("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'notes'")
+        assert rls.fetchone() == (True, True)
+    with fresh_db.database() as db:
+        with db.tenant_transaction(alpha) as conn:
+            conn.execute("INSERT INTO notes (body) VALUES ('mine')")
+            assert conn.execute("SELECT body FROM notes").fetchall() == [("mine",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), db.tenant_transaction(alpha) as conn:
+            conn.execute("DELETE FROM notes")  # append-only for the application role
+        with db.unscoped_transaction() as conn:
+            assert conn.execute("SELECT count(*) FROM notes").fetchone() == (0,)

@@ -343,15 +343,16 @@ def test_indexes_needed_by_tenancy_and_monitoring(admin: psycopg.Connection) -> 
     ]
     for fragment in expected_definitions:
         assert any(fragment in d for d in indexes.values()), fragment
-    # HNSW cosine indexes on each embedding column, one per embedder, over a dimension cast.
+    # HNSW cosine indexes on the embedding columns that are searched, one per embedder, over a
+    # dimension cast; executions are never searched by vector, so they carry none (migration 015).
     for table, column in (
-        ("executions", "request_embedding"),
         ("routing_rules", "request_embedding"),
         ("systems", "capabilities_embedding"),
     ):
         hnsw = [d for d in indexes.values() if f"ON public.{table} USING hnsw" in d]
         assert any(f"(({column})::vector(1536)) vector_cosine_ops" in d and "'hashing@1'" in d for d in hnsw)
         assert any(f"(({column})::vector(384)) vector_cosine_ops" in d and "'minilm@1'" in d for d in hnsw)
+    assert not [d for d in indexes.values() if "ON public.executions USING hnsw" in d]
 
 
 @pytest.mark.parametrize(
