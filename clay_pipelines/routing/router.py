@@ -24,9 +24,9 @@ from uuid import UUID
 
 import numpy as np
 import psycopg
-from psycopg.types.json import Jsonb
 
 from clay_pipelines.db import Database
+from clay_pipelines.platform.ledger import ExecutionRecord, log_execution
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.rule_store import LEARNER, SystemCatalog, load_systems
 
@@ -367,29 +367,23 @@ def _log_execution(
     governance: dict[str, Any] = {"requires_approval": decision.requires_approval}
     if decision.approval_actions:
         governance["actions_requiring_approval"] = decision.approval_actions
-    return conn.execute(
-        """
-        INSERT INTO executions (system_id, system_name, user_request, request_embedding, request_embedding_model,
-          routing_path, routing_confidence, input_data, governance_check, status)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'partial') RETURNING id
-        """,
-        (
-            decision.system_id,
-            decision.system_name or "unrouted",
-            request,
-            vector,
-            decision.embedder,
-            path,
-            Decimal(str(decision.confidence)),
-            Jsonb(
-                {
-                    "routing": {
-                        "path": decision.path,
-                        "rule_id": None if decision.rule_id is None else str(decision.rule_id),
-                        "fallbacks": decision.fallbacks,
-                    }
-                }
-            ),
-            Jsonb(governance),
+    routing = {
+        "path": decision.path,
+        "rule_id": None if decision.rule_id is None else str(decision.rule_id),
+        "fallbacks": decision.fallbacks,
+    }
+    return log_execution(
+        conn,
+        ExecutionRecord(
+            system_id=decision.system_id,
+            system_name=decision.system_name or "unrouted",
+            user_request=request,
+            request_embedding=vector,
+            request_embedding_model=decision.embedder,
+            routing_path=path,
+            routing_confidence=Decimal(str(decision.confidence)),
+            input_data={"routing": routing},
+            governance_check=governance,
+            status="partial",
         ),
-    ).fetchone()[0]
+    )
