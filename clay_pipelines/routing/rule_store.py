@@ -291,14 +291,13 @@ def _save_memberships(conn: psycopg.Connection, rows: Iterator[tuple[UUID, UUID,
     """Upsert memberships in batches of arrays sent in binary (the application role has no
     temporary tables, and COPY cannot write a table under row-level security)."""
     written = 0
-    cursor = conn.cursor(binary=True)
     while batch := list(itertools.islice(rows, _MEMBERSHIP_BATCH)):
         execution_ids, rule_ids, similarities = zip(*batch, strict=True)
-        cursor.execute(
+        conn.execute(
             """
             INSERT INTO routing_memberships (execution_id, rule_id, similarity, embedding_model)
             SELECT execution_id, rule_id, similarity, %s
-            FROM unnest(%s::uuid[], %s::uuid[], %s::real[]) AS b(execution_id, rule_id, similarity)
+            FROM unnest(%b::uuid[], %b::uuid[], %b::real[]) AS b(execution_id, rule_id, similarity)
             ON CONFLICT (execution_id) DO UPDATE
               SET rule_id = EXCLUDED.rule_id, similarity = EXCLUDED.similarity,
                   embedding_model = EXCLUDED.embedding_model, assigned_at = now()
