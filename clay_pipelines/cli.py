@@ -322,6 +322,26 @@ def cmd_payroll_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_payroll_pending(args: argparse.Namespace) -> int:
+    import json
+
+    from clay_pipelines.payroll.approval import pending
+
+    with _database() as db:
+        tenant_id = db.resolve_tenant(args.tenant)
+        with db.tenant_transaction(tenant_id) as conn:
+            files = pending(conn, everything=args.all)
+    if args.json:
+        rows = [{"source_file": f.source_file, "state": f.describe(), "needs": f.needs()} for f in files]
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not files:
+        _say("no payroll file waits for a person")
+    for f in files:
+        _say(f"{f.source_file}: {f.describe()}" + (f" -> {f.needs()}" if f.needs() else ""))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -450,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
     run.set_defaults(handler=cmd_run)
 
-    payroll = commands.add_parser("payroll", help="payroll PDFs: extract, resolve")
+    payroll = commands.add_parser("payroll", help="payroll PDFs: extract, resolve, pending")
     payroll_commands = payroll.add_subparsers(dest="payroll_command", required=True, metavar="ACTION")
     extract = payroll_commands.add_parser("extract", help="extract a payroll PDF's entries (no database)")
     extract.add_argument("file", help="the PDF")
@@ -464,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("--by", required=True, help="the reviewer's email")
     resolve.add_argument("--tenant", required=True, help="tenant name, domain or id")
     resolve.set_defaults(handler=cmd_payroll_resolve)
+    pending = payroll_commands.add_parser(
+        "pending", help="payroll files waiting for a person: approval, name review, duplicates, quarantine"
+    )
+    pending.add_argument("--tenant", required=True, help="tenant name, domain or id")
+    pending.add_argument("--all", action="store_true", help="every file, with its state, not only those waiting")
+    pending.add_argument("--json", action="store_true", help="print JSON")
+    pending.set_defaults(handler=cmd_payroll_pending)
 
     approve = commands.add_parser("approve", help="approve (or reject) what waits for ARM-mode approval")
     approve_commands = approve.add_subparsers(dest="approve_command", required=True, metavar="WHAT")

@@ -8,9 +8,10 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from clay_pipelines.payroll import store
+from clay_pipelines.payroll import sightings, store
 from clay_pipelines.payroll.extract import extract_document
 from clay_pipelines.payroll.model import Entry, Extraction
 from clay_pipelines.sample_world.payroll_docs import generate_directory, generate_payroll_world
@@ -40,9 +41,9 @@ def _extraction(*entries: tuple[str, str]) -> Extraction:
     )
 
 
-def _store(db, tenant, extraction: Extraction, digest: str) -> store.StoredVersion:
+def _store(db, tenant, extraction: Extraction, digest: str, file: str = "run.pdf") -> store.StoredVersion:
     with db.tenant_transaction(tenant) as conn:
-        return store.store_extraction(conn, "run.pdf", digest, extraction, store.load_resolver(conn))
+        return store.store_extraction(conn, file, digest, extraction, store.load_resolver(conn))
 
 
 def _rows(db, tenant, query: str) -> list[tuple]:
@@ -81,10 +82,6 @@ def test_corrected_file_replaces_the_old_version_and_keeps_it_in_the_audit(db, t
     assert [h[0] for h in history] == ["100.00", "250.50"]
     assert all(h[1] == "replaced by version 2 of run.pdf (content sha256 v2)" for h in history)
     assert _rows(db, tenant, "SELECT count(*) FROM bamboohr_outbox") == [(1,)]
-    # Dropping the superseded content again is recognised and changes nothing: no silent revert.
-    third = _store(db, tenant, _extraction(("MCCOY, KEVIN", "100.00"), ("Bob Scott", "250.50")), "v1")
-    assert (third.unchanged, third.version, third.status) == (True, 1, "superseded")
-    assert _rows(db, tenant, "SELECT employee_id, amount FROM payroll_entries") == [("10001", Decimal("110.00"))]
 
 
 def test_unresolved_payees_go_to_review_and_wait(db, tenant) -> None:
@@ -179,3 +176,184 @@ def test_reextraction_with_a_different_result_is_a_new_version(db, tenant) -> No
         ("re-extracted as version 2 of run.pdf: same content, different result (template generic)",)
     ]
     assert _rows(db, tenant, "SELECT count(*) FROM payroll_entries") == [(2,)]
+
+
+V1 = (("MCCOY, KEVIN", "100.00"), ("Bob Scott", "250.50"))
+V2 = (("MCCOY, KEVIN", "110.00"),)
+
+
+def _entries(db, tenant) -> list[tuple]:
+    return _rows(db, tenant, "SELECT source_file, employee_id, amount::text FROM payroll_entries ORDER BY 1, line_no")
+
+
+def test_an_earlier_content_put_back_is_a_new_version_with_its_entries(db, tenant) -> None:
+    _store(db, tenant, _extraction(*V1), "v1")
+    _store(db, tenant, _extraction(*V2), "v2")
+    back = _store(db, tenant, _extraction(*V1), "v1")
+    assert (back.unchanged, back.version, back.status, back.replaced_entries) == (False, 3, "extracted", 1)
+    assert _entries(db, tenant) == [("run.pdf", "10001", "100.00"), ("run.pdf", "10049", "250.50")]
+    assert _rows(db, tenant, "SELECT version, status, content_hash FROM payroll_documents ORDER BY version") == [
+        (1, "superseded", "v1"),
+        (2, "superseded", "v2"),
+        (3, "extracted", "v1"),
+    ]
+    assert _rows(db, tenant, "SELECT reason FROM payroll_entry_history WHERE entry->>'amount' = '110.00'") == [
+        ("replaced by version 3 of run.pdf (content sha256 v1, the content of version 1 again)",)
+    ]
+    assert _rows(db, tenant, "SELECT o.status FROM bamboohr_outbox o") == [("awaiting_approval",)] * 2
+    # And the same content once more is the live version: nothing changes.
+    again = _store(db, tenant, _extraction(*V1), "v1")
+    assert (again.unchanged, again.version, again.document_id) == (True, 3, back.document_id)
+    assert _rows(db, tenant, "SELECT count(*) FROM payroll_documents") == [(3,)]
+
+
+def test_the_database_allows_one_live_version_per_file(db, tenant) -> None:
+    first = _store(db, tenant, _extraction(*V1), "v1")
+    with pytest.raises(psycopg.errors.UniqueViolation, match="payroll_documents_one_live_version"):
+        _rows(
+            db,
+            tenant,
+            "INSERT INTO payroll_documents (source_file, content_hash, version, status) "
+            "VALUES ('run.pdf', 'v9', 9, 'extracted') RETURNING id",
+        )
+    assert first.version == 1
+
+
+def test_a_renamed_copy_is_a_duplicate_and_stores_nothing(db, tenant) -> None:
+    original = _store(db, tenant, _extraction(*V1), "same", file="jan.pdf")
+    copy = _store(db, tenant, _extraction(*V1), "same", file="jan-copy.pdf")
+    assert (copy.status, copy.version, copy.entries, copy.unchanged) == ("duplicate", 1, 0, False)
+    assert copy.duplicate_of == store.Copied("jan.pdf", 1, "jan.pdf")
+    assert _entries(db, tenant) == [("jan.pdf", "10001", "100.00"), ("jan.pdf", "10049", "250.50")]
+    assert _rows(db, tenant, "SELECT count(*), count(DISTINCT document_id) FROM bamboohr_outbox") == [(2, 1)]
+    assert _rows(db, tenant, "SELECT source_file, status, duplicate_of FROM payroll_documents ORDER BY 1") == [
+        ("jan-copy.pdf", "duplicate", original.document_id),
+        ("jan.pdf", "extracted", None),
+    ]
+    again = _store(db, tenant, _extraction(*V1), "same", file="jan-copy.pdf")
+    assert (again.unchanged, again.status, again.document_id) == (True, "duplicate", copy.document_id)
+    with db.tenant_transaction(tenant) as conn:
+        (state,) = store.file_states(conn, "jan-copy.pdf")
+    assert state.describe() == "version 1 duplicates jan.pdf: nothing stored"
+    assert state.needs() == "remove the copy (jan.pdf holds this content)"
+
+
+def test_a_copy_is_not_promoted_when_its_original_is_replaced_it_is_reported_orphaned(db, tenant) -> None:
+    _store(db, tenant, _extraction(*V1), "x", file="jan.pdf")
+    _store(db, tenant, _extraction(*V1), "x", file="copy.pdf")
+    replaced = _store(db, tenant, _extraction(*V2), "y", file="jan.pdf")
+    assert replaced.orphaned_copies == ("copy.pdf",)
+    # Run the copy again: still a duplicate, of content that is live nowhere; its entries do not come back.
+    copy = _store(db, tenant, _extraction(*V1), "x", file="copy.pdf")
+    assert (copy.unchanged, copy.status, copy.duplicate_of) == (True, "duplicate", store.Copied("jan.pdf", 1, None))
+    assert _entries(db, tenant) == [("jan.pdf", "10001", "110.00")]
+    with db.tenant_transaction(tenant) as conn:
+        (state,) = store.file_states(conn, "copy.pdf")
+    assert state.describe() == (
+        "version 1 copies jan.pdf version 1, whose content is live in no file now: nothing stored"
+    )
+    assert state.needs() == "remove the copy, or put its content back as jan.pdf"
+    # The original's content put back: the copy duplicates it again.
+    _store(db, tenant, _extraction(*V1), "x", file="jan.pdf")
+    assert _store(db, tenant, _extraction(*V1), "x", file="copy.pdf").duplicate_of == store.Copied(
+        "jan.pdf", 1, "jan.pdf"
+    )
+
+
+def test_a_file_whose_new_content_is_a_copy_retires_its_entries(db, tenant) -> None:
+    _store(db, tenant, _extraction(*V1), "x", file="jan.pdf")
+    _store(db, tenant, _extraction(*V2), "y", file="feb.pdf")
+    became_copy = _store(db, tenant, _extraction(*V1), "x", file="feb.pdf")
+    assert (became_copy.status, became_copy.version, became_copy.replaced_entries) == ("duplicate", 2, 1)
+    assert _entries(db, tenant) == [("jan.pdf", "10001", "100.00"), ("jan.pdf", "10049", "250.50")]
+    assert _rows(db, tenant, "SELECT reason FROM payroll_entry_history") == [
+        ("replaced by version 2 of feb.pdf, a copy of jan.pdf version 1 (content sha256 x)",)
+    ]
+    # New content for the copy makes it a file of its own again.
+    own = _store(db, tenant, _extraction(("Bob Scott", "7.00")), "z", file="feb.pdf")
+    assert (own.status, own.version, own.replaced_entries) == ("extracted", 3, 0)
+    assert _rows(
+        db, tenant, "SELECT version, status FROM payroll_documents WHERE source_file = 'feb.pdf' ORDER BY 1"
+    ) == [
+        (1, "superseded"),
+        (2, "superseded"),
+        (3, "extracted"),
+    ]
+
+
+def test_an_unreadable_replacement_keeps_the_live_version_and_each_content_is_quarantined_once(db, tenant) -> None:
+    _store(db, tenant, _extraction(*V1), "good")
+
+    def quarantine(digest: str) -> store.StoredVersion:
+        with db.tenant_transaction(tenant) as conn:
+            return store.store_quarantine(conn, "run.pdf", digest, "not_a_pdf", "not a PDF")
+
+    first, again, other = quarantine("bad1"), quarantine("bad1"), quarantine("bad2")
+    assert [(q.version, q.unchanged) for q in (first, again, other)] == [(2, False), (2, True), (3, False)]
+    assert _rows(db, tenant, "SELECT version, status, quarantined_as FROM payroll_documents ORDER BY 1") == [
+        (1, "extracted", None),
+        (2, "quarantined", "run.bad1.pdf"),
+        (3, "quarantined", "run.bad2.pdf"),
+    ]
+    assert len(_entries(db, tenant)) == 2
+    # The good content put back is still the live version: nothing new.
+    assert _store(db, tenant, _extraction(*V1), "good").unchanged
+    with db.tenant_transaction(tenant) as conn:
+        (state,) = store.file_states(conn, "run.pdf")
+    assert state.describe() == (
+        "version 3 quarantined (not_a_pdf) as run.bad2.pdf; version 1 live: 2 entries, approval awaiting"
+    )
+
+
+def test_sightings_number_each_content_change_and_record_each_outcome_once(db, tenant) -> None:
+    with db.tenant_transaction(tenant) as conn:
+        seen = [sightings.observe(conn, "run.pdf", digest).seq for digest in ("a", "a", "b", "a")]
+        assert seen == [1, 1, 2, 3]
+        assert sightings.record_outcome(conn, "run.pdf", "a", "failed_checks", "total_reconciles: off") is True
+        assert sightings.record_outcome(conn, "run.pdf", "a", "failed_checks", "total_reconciles: off") is False
+        assert sightings.record_outcome(conn, "run.pdf", "a", "failed_checks", "no_zero_amounts: 1") is True
+        assert sightings.observe(conn, "run.pdf", "a").processed
+        # A content processed now, then seen again after another: a new, unprocessed sighting.
+        assert sightings.observe(conn, "run.pdf", "c") == sightings.Sighting("run.pdf", 4, "c", False, None, None)
+    assert _rows(
+        db, tenant, "SELECT seq, content_hash, processed_at IS NOT NULL, outcome FROM payroll_file_sightings ORDER BY 1"
+    ) == [(1, "a", False, None), (2, "b", False, None), (3, "a", True, "failed_checks"), (4, "c", False, None)]
+
+
+def test_migration_013_applies_again_unchanged(fresh_db, db, tenant) -> None:
+    from clay_pipelines import settings
+
+    with fresh_db.admin() as conn, conn.transaction():
+        conn.execute((settings.SQL_DIR / "013_payroll_file_versions.sql").read_text())
+    _store(db, tenant, _extraction(*V1), "v1")
+    with pytest.raises(psycopg.errors.UniqueViolation, match="payroll_documents_one_live_version"):
+        _rows(
+            db,
+            tenant,
+            "INSERT INTO payroll_documents (source_file, content_hash, version, status) "
+            "VALUES ('run.pdf', 'v2', 2, 'duplicate') RETURNING id",
+        )
+
+
+def test_a_copy_cannot_point_at_another_tenants_document(fresh_db, db, tenant) -> None:
+    original = _store(db, tenant, _extraction(*V1), "x", file="jan.pdf")
+    with fresh_db.admin() as conn:
+        other = conn.execute("INSERT INTO tenants (name, domain) VALUES ('Else', 'else.com') RETURNING id").fetchone()[
+            0
+        ]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="duplicate_of"):
+        _rows(
+            db,
+            other,
+            "INSERT INTO payroll_documents (source_file, content_hash, version, status, duplicate_of) "
+            f"VALUES ('jan.pdf', 'x', 1, 'duplicate', '{original.document_id}') RETURNING id",
+        )
+
+
+def test_a_tenant_without_a_directory_sends_every_payee_to_review(fresh_db, tenant) -> None:
+    with fresh_db.database() as database:
+        stored = _store(database, tenant, _extraction(*V1), "v1")
+        assert (stored.entries, stored.unresolved) == (2, 2)
+        assert _rows(database, tenant, "SELECT DISTINCT reason FROM payroll_review_queue") == [
+            ("the tenant's employee directory is empty",)
+        ]

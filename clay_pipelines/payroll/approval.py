@@ -17,6 +17,8 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
+from clay_pipelines.payroll.store import FileState, file_states
+
 GOV_MD_SECTIONS = ["4.2", "7.1"]  # writes to a system of record; payroll approvals
 
 
@@ -45,7 +47,7 @@ def decide_document(
         (source_file,),
     ).fetchone()
     if row is None:
-        raise ApprovalError(f"no extracted payroll file named {source_file!r} for this tenant")
+        raise ApprovalError(_nothing_to_decide(conn, source_file))
     document_id, version, status, execution_id = row
     decision = "approved" if approve else "rejected"
     decided_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -93,6 +95,19 @@ def decide_document(
             (document_id,),
         )
     return ApprovalOutcome(document_id, source_file, version, decision, released, waiting if approve else 0)
+
+
+def _nothing_to_decide(conn: psycopg.Connection, source_file: str) -> str:
+    states = file_states(conn, source_file)
+    if not states:
+        return f"no extracted payroll file named {source_file!r} for this tenant"
+    return f"{source_file} has nothing to approve: {states[0].describe()}"
+
+
+def pending(conn: psycopg.Connection, everything: bool = False) -> list[FileState]:
+    """The tenant's payroll files that wait for a person (approval, name review, a duplicate, a quarantined
+    version), or every file with everything=True."""
+    return [s for s in file_states(conn) if everything or s.needs()]
 
 
 def resolve_entry(conn: psycopg.Connection, entry_id: UUID, employee_id: str, by: str) -> str:

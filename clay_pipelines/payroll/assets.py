@@ -7,24 +7,26 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from psycopg.types.json import Jsonb
 
 from clay_pipelines import settings
-from clay_pipelines.db import MaintenanceJob
+from clay_pipelines.db import MaintenanceJob, UnknownTenantError
 from clay_pipelines.metadata import markdown_table
-from clay_pipelines.payroll import checks, store
+from clay_pipelines.payroll import checks, sightings, store
 from clay_pipelines.payroll.bamboohr import BambooHRClient, BambooHRConfig
 from clay_pipelines.payroll.delivery import deliver_pending, reconcile
 from clay_pipelines.payroll.extract import extract_document
 from clay_pipelines.payroll.triage import UnreadableDocument
+from clay_pipelines.platform import ledger
 from clay_pipelines.resources import PostgresResource
 
 OWNERS = ["team:payroll"]
+ENTRIES = dg.AssetKey(["payroll", "payroll_entries"])
 payroll_files = dg.DynamicPartitionsDefinition(name="payroll_files")
 
 
@@ -50,7 +52,9 @@ class PayrollSettings(dg.ConfigurableResource):
         try:
             passwords = json.loads(self.passwords_json or "{}")
         except json.JSONDecodeError as error:
-            raise dg.Failure(f"PayrollSettings.passwords_json is not valid JSON: {error}") from error
+            raise dg.Failure(
+                f"PayrollSettings.passwords_json is not valid JSON: {error}", allow_retries=False
+            ) from error
         return passwords.get(partition_key) or passwords.get(partition_key.split("/", 1)[0])
 
 
@@ -102,28 +106,55 @@ def inbox_files(inbox: Path) -> dict[str, Path]:
     name="payroll_inbox_sensor",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=[dg.AssetKey(["payroll", "payroll_entries"])],
-    description="New or changed PDFs in the payroll inbox: one partition per file, one run per content.",
+    asset_selection=[ENTRIES],
+    description="New or changed PDFs in the payroll inbox: one partition per file, one run per content change.",
 )
-def payroll_inbox_sensor(context: dg.SensorEvaluationContext, payroll: PayrollSettings) -> dg.SensorResult:
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+def payroll_inbox_sensor(
+    context: dg.SensorEvaluationContext, payroll: PayrollSettings, postgres: PostgresResource
+) -> dg.SensorResult:
+    # What was processed is read from the platform database (payroll_file_sightings), which `clay run`'s
+    # materializations write too: no cursor of the sensor's own.
     files = inbox_files(payroll.inbox())
     known = set(context.instance.get_dynamic_partitions(payroll_files.name)) if context.instance else set()
-    new_keys: list[str] = []
+    new_keys = [key for key in files if key not in known]
     requests: list[dg.RunRequest] = []
-    for key, path in files.items():
-        digest = store.content_hash(path)
-        if seen.get(key) == digest:
-            continue  # the same file dropped again: nothing to do
-        if key not in known:
-            new_keys.append(key)
-        seen[key] = digest
-        # The run key is the content: the same bytes never run twice, a corrected file runs again.
-        requests.append(dg.RunRequest(run_key=f"{key}@{digest}", partition_key=key, tags={"payroll/sha256": digest}))
+    for tenant_ref, paths in _by_tenant(files).items():
+        digests = {name: store.content_hash(path) for name, path in paths.items()}
+        try:
+            tenant_id = postgres.resolve_tenant(tenant_ref)
+        except UnknownTenantError as error:
+            # Run anyway: the run fails with the reason, where a person sees it (once per content).
+            context.log.warning(f"payroll inbox folder {tenant_ref!r}: {error}")
+            requests += [
+                _run_request(f"{tenant_ref}/{name}", digest, "unknown-tenant") for name, digest in digests.items()
+            ]
+            continue
+        with postgres.tenant_transaction(tenant_id) as conn:
+            seen = sightings.observe_all(conn, digests)
+        requests += [
+            _run_request(f"{tenant_ref}/{name}", sighting.content_hash, str(sighting.seq))
+            for name, sighting in seen.items()
+            if not sighting.processed
+        ]
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[payroll_files.build_add_request(new_keys)] if new_keys else [],
-        cursor=json.dumps(seen, sort_keys=True),
+    )
+
+
+def _by_tenant(files: dict[str, Path]) -> dict[str, dict[str, Path]]:
+    grouped: dict[str, dict[str, Path]] = {}
+    for key, path in files.items():
+        tenant_ref, name = key.split("/", 1)
+        grouped.setdefault(tenant_ref, {})[name] = path
+    return grouped
+
+
+def _run_request(key: str, digest: str, seq: str) -> dg.RunRequest:
+    # The run key is the content and how many content changes the file has had: the same bytes never run
+    # twice, a corrected file runs again, and so does an earlier content put back (its number is new).
+    return dg.RunRequest(
+        run_key=f"{key}@{digest}@{seq}", partition_key=key, tags={"payroll/sha256": digest, "payroll/seq": seq}
     )
 
 
@@ -208,121 +239,254 @@ def _record_execution(
         "reason": None,
         "gov_md_sections_checked": [],
     }
-    execution_id = conn.execute(
-        """
-        INSERT INTO executions (system_id, system_name, user_request, routing_path, input_data, output_data,
-                                governance_check, status, error_message, started_at, completed_at)
-        VALUES (%s, 'domicile-governance', %s, %s, %s, %s, %s, %s, %s, %s, now()) RETURNING id
-        """,
-        (
-            system[0] if system else None,
-            f"Process payroll PDF {source_file}",
-            [system[0]] if system else [],
-            Jsonb({"source_file": source_file, "document_id": str(document_id) if document_id else None}),
-            Jsonb(detail),
-            Jsonb(governance),
-            status,
-            error,
-            started,
+    execution_id = ledger.log_execution(
+        conn,
+        ledger.ExecutionRecord(
+            system_id=system[0] if system else None,
+            system_name="domicile-governance",
+            user_request=f"Process payroll PDF {source_file}",
+            routing_path=[system[0]] if system else [],
+            input_data={"source_file": source_file, "document_id": str(document_id) if document_id else None},
+            output_data=detail,
+            governance_check=governance,
+            status=status,
+            error_message=error,
+            started_at=started,
+            completed_at=datetime.now(UTC),
         ),
-    ).fetchone()[0]
+    )
     if document_id is not None:
         conn.execute("UPDATE payroll_documents SET execution_id = %s WHERE id = %s", (execution_id, document_id))
 
 
-@dg.asset(
-    key=["payroll", "payroll_entries"],
+@dg.multi_asset(
+    name="payroll__payroll_entries",
+    specs=[
+        dg.AssetSpec(
+            ENTRIES,
+            group_name="payroll",
+            kinds={"postgres", "pdf"},
+            owners=OWNERS,
+            deps=[employee_directory],
+            description="One file version's entries in payroll_entries, resolved against the directory, queued for "
+            "BambooHR.",
+        )
+    ],
     partitions_def=payroll_files,
-    group_name="payroll",
-    kinds={"postgres", "pdf"},
-    owners=OWNERS,
-    deps=[employee_directory],
-    description="One file version's entries in payroll_entries, resolved against the directory, queued for BambooHR.",
-    check_specs=[dg.AssetCheckSpec(name, asset=["payroll", "payroll_entries"], blocking=True) for name in CHECK_NAMES],
+    check_specs=[dg.AssetCheckSpec(name, asset=ENTRIES, blocking=True) for name in CHECK_NAMES],
+    # Outputs and check results are optional: a file that has left the inbox reports its state (an
+    # observation) and materializes nothing, and its checks have nothing to evaluate.
+    can_subset=True,
     pool="postgres",
 )
 def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResource, payroll: PayrollSettings):  # noqa: ANN201 - generator of events
     key = context.partition_key
     tenant_ref, file_name = key.split("/", 1)
     path = payroll.inbox() / tenant_ref / file_name
-    tenant_id = postgres.resolve_tenant(tenant_ref)
+    tenant_id = _tenant(postgres, key, tenant_ref)
     started_at, started = datetime.now(UTC), time.perf_counter()
-    if not path.exists():
-        raise dg.Failure(f"{key}: the file is no longer in the inbox ({path})")
-    digest = store.content_hash(path)
+    try:
+        digest = store.content_hash(path)
+    except FileNotFoundError:
+        yield _gone(context, postgres, tenant_id, file_name)
+        return
     try:
         extraction = extract_document(
             path, password=payroll.password_for(key), configured_currency=payroll.default_currency
         )
     except UnreadableDocument as error:
-        elapsed = (time.perf_counter() - started) * 1000
-        with postgres.tenant_transaction(tenant_id) as conn:
-            quarantined = store.store_quarantine(conn, file_name, digest, error.reason, error.detail)
+        raise _quarantine(postgres, payroll, tenant_id, key, path, digest, error, started_at, started) from error
+    outcomes = checks.run_checks(extraction)
+    yield from _check_results(context, outcomes)
+    _stop_on_failed_checks(postgres, tenant_id, file_name, digest, outcomes, started)
+    with postgres.tenant_transaction(tenant_id) as conn:
+        stored = store.store_extraction(conn, file_name, digest, extraction, store.load_resolver(conn))
+        sightings.record_outcome(conn, file_name, digest, stored.status, document_id=stored.document_id)
+        if not stored.unchanged:  # an unchanged re-run is no new work: no tool call, no execution recorded
+            _record_new_version(conn, file_name, digest, stored, started_at, _ms(started))
+    if stored.status == "duplicate":
+        metadata = _duplicate_metadata(stored)
+        yield dg.AssetObservation(asset_key=ENTRIES, partition=key, metadata=metadata)
+        raise dg.Failure(description=_duplicate_message(stored), metadata=metadata, allow_retries=False)
+    if stored.orphaned_copies:
+        context.log.warning(
+            f"{file_name}: its previous content is live nowhere now, and these copies of it are left as duplicates "
+            f"for a person to remove: {', '.join(stored.orphaned_copies)}"
+        )
+    yield _materialization(extraction, stored)
+
+
+def _check_results(context: dg.AssetExecutionContext, outcomes: list[Any]) -> Iterator[dg.AssetCheckResult]:
+    selected = context.selected_asset_check_keys
+    for outcome in outcomes:
+        if dg.AssetCheckKey(ENTRIES, outcome.name) in selected:
+            yield dg.AssetCheckResult(
+                asset_key=ENTRIES,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"detail": outcome.detail},
+            )
+
+
+def _stop_on_failed_checks(
+    postgres: PostgresResource, tenant_id: Any, file_name: str, digest: str, outcomes: list[Any], started: float
+) -> None:
+    """A failed blocking check writes nothing but its tool call: one per content and result, however often it runs."""
+    failed = [o for o in outcomes if o.blocking and not o.passed]
+    if not failed:
+        return
+    detail = "; ".join(f"{o.name}: {o.detail}" for o in failed)
+    with postgres.tenant_transaction(tenant_id) as conn:
+        if sightings.record_outcome(conn, file_name, digest, "failed_checks", detail):
             store.record_tool_call(
-                conn, "process_payroll_pdf", {"source_file": file_name, "sha256": digest}, elapsed, False, str(error)
+                conn, "process_payroll_pdf", _tool_input(file_name, digest), _ms(started), False, detail
+            )
+    raise dg.Failure(
+        description=f"{file_name}: nothing written, " + "; ".join(f"{o.name} failed ({o.detail})" for o in failed),
+        allow_retries=False,
+    )
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _tool_input(file_name: str, digest: str) -> dict[str, Any]:
+    return {"source_file": file_name, "sha256": digest}
+
+
+def _tenant(postgres: PostgresResource, key: str, tenant_ref: str) -> Any:
+    try:
+        return postgres.resolve_tenant(tenant_ref)
+    except UnknownTenantError as error:
+        raise dg.Failure(f"{key}: the inbox folder names no tenant: {error}", allow_retries=False) from error
+
+
+def _gone(context: dg.AssetExecutionContext, postgres: PostgresResource, tenant_id: Any, file_name: str) -> Any:
+    """A file that has left the inbox (quarantined, removed) is a state to report, not a failure."""
+    with postgres.tenant_transaction(tenant_id) as conn:
+        if store.retire_removed_copy(conn, file_name):
+            context.log.info(f"{file_name}: the duplicate left the inbox; its record is no longer live")
+        states = store.file_states(conn, file_name)
+    state = states[0] if states else None
+    where = "moved to quarantine" if state and state.latest_status == "quarantined" else "no longer in the inbox"
+    description = f"{file_name}: {where}; " + (state.describe() if state else "nothing was stored for it")
+    context.log.info(description)
+    return dg.AssetObservation(
+        asset_key=ENTRIES,
+        partition=context.partition_key,
+        description=description,
+        metadata={
+            "source_file": file_name,
+            "in_inbox": False,
+            "state": state.describe() if state else "never stored",
+            "live_version": state.live_version if state else None,
+            "needs": (state.needs() if state else None) or "nothing",
+        },
+    )
+
+
+def _quarantine(
+    postgres: PostgresResource,
+    payroll: PayrollSettings,
+    tenant_id: Any,
+    key: str,
+    path: Path,
+    digest: str,
+    error: UnreadableDocument,
+    started_at: datetime,
+    started: float,
+) -> dg.Failure:
+    """Record the unreadable version (once per content) and move the file out of the inbox under a name of its own."""
+    tenant_ref, file_name = key.split("/", 1)
+    with postgres.tenant_transaction(tenant_id) as conn:
+        quarantined = store.store_quarantine(conn, file_name, digest, error.reason, error.detail)
+        sightings.record_outcome(conn, file_name, digest, "quarantined", error.reason, quarantined.document_id)
+        if not quarantined.unchanged:
+            store.record_tool_call(
+                conn, "process_payroll_pdf", _tool_input(file_name, digest), _ms(started), False, str(error)
             )
             _record_execution(
                 conn,
                 file_name,
                 "failed",
                 started_at,
-                {"quarantined": error.reason},
+                {"quarantined": error.reason, "version": quarantined.version},
                 str(error),
                 quarantined.document_id,
             )
-        target = payroll.quarantine() / tenant_ref
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), target / file_name)
-        raise dg.Failure(
-            description=f"{file_name}: {error.detail} (quarantined to {target / file_name})",
-            metadata={"file": file_name, "reason": error.reason},
-        ) from error
+    # After the commit: if the move fails, the file stays in the inbox and the next run moves it (same name).
+    target = payroll.quarantine() / tenant_ref / store.quarantine_name(file_name, digest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), target)
+    return dg.Failure(
+        description=f"{file_name}: {error.detail} (quarantined to {target})",
+        metadata={"file": file_name, "reason": error.reason, "version": quarantined.version},
+        allow_retries=False,
+    )
 
-    outcomes = checks.run_checks(extraction)
-    for outcome in outcomes:
-        yield dg.AssetCheckResult(
-            check_name=outcome.name,
-            passed=outcome.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"detail": outcome.detail},
-        )
-    failed = [o for o in outcomes if o.blocking and not o.passed]
-    if failed:
-        with postgres.tenant_transaction(tenant_id) as conn:
-            store.record_tool_call(
-                conn,
-                "process_payroll_pdf",
-                {"source_file": file_name, "sha256": digest},
-                (time.perf_counter() - started) * 1000,
-                False,
-                "; ".join(f"{o.name}: {o.detail}" for o in failed),
-            )
-        raise dg.Failure(
-            description=f"{file_name}: nothing written, " + "; ".join(f"{o.name} failed ({o.detail})" for o in failed)
-        )
 
-    with postgres.tenant_transaction(tenant_id) as conn:
-        stored = store.store_extraction(conn, file_name, digest, extraction, store.load_resolver(conn))
-        elapsed = (time.perf_counter() - started) * 1000
-        summary = {"entries": stored.entries, "total_amount": float(stored.total_amount), "source_file": file_name}
-        store.record_tool_call(conn, "process_payroll_pdf", summary, elapsed, True)
-        if not stored.unchanged:
-            _record_execution(
-                conn,
-                file_name,
-                "success",
-                started_at,
-                {**summary, "version": stored.version, "unresolved": stored.unresolved},
-                None,
-                stored.document_id,
-            )
+def _record_new_version(
+    conn: Any, file_name: str, digest: str, stored: store.StoredVersion, started_at: datetime, elapsed_ms: float
+) -> None:
+    """A new version's tool call and executions row; a duplicate is a refused upload."""
+    if stored.status == "duplicate":
+        message = _duplicate_message(stored)
+        store.record_tool_call(conn, "process_payroll_pdf", _tool_input(file_name, digest), elapsed_ms, False, message)
+        detail = {"duplicate_of": stored.duplicate_of.source_file, "version": stored.version}  # type: ignore[union-attr]
+        _record_execution(conn, file_name, "failed", started_at, detail, message, stored.document_id)
+        return
+    summary = {"entries": stored.entries, "total_amount": float(stored.total_amount), "source_file": file_name}
+    store.record_tool_call(conn, "process_payroll_pdf", summary, elapsed_ms, True)
+    _record_execution(
+        conn,
+        file_name,
+        "success",
+        started_at,
+        {**summary, "version": stored.version, "unresolved": stored.unresolved},
+        None,
+        stored.document_id,
+    )
+
+
+def _duplicate_message(stored: store.StoredVersion) -> str:
+    copied = stored.duplicate_of
+    assert copied is not None
+    if copied.live_in is not None:
+        return (
+            f"{stored.source_file}: the same content as {copied.live_in}, already stored; nothing stored for the copy "
+            f"(remove it from the inbox)"
+        )
+    return (
+        f"{stored.source_file}: a copy of {copied.source_file} version {copied.version}, which {copied.source_file} "
+        f"has since replaced; nothing stored (remove the copy, or put it back as {copied.source_file})"
+    )
+
+
+def _duplicate_metadata(stored: store.StoredVersion) -> dict[str, Any]:
+    copied = stored.duplicate_of
+    assert copied is not None
+    return {
+        "source_file": stored.source_file,
+        "version": stored.version,
+        "status": "duplicate",
+        "duplicate_of": copied.source_file,
+        "duplicate_of_version": copied.version,
+        "content_live_in": copied.live_in or "no file (orphaned copy)",
+        "rows_written": 0,
+    }
+
+
+def _materialization(extraction: Any, stored: store.StoredVersion) -> dg.MaterializeResult:
     preview = markdown_table(
         ["line", "payee", "id", "date", "amount"],
         [[k, e.employee_name, e.employee_id, e.date, e.amount] for k, e in enumerate(extraction.entries[:20], start=1)],
     )
-    yield dg.MaterializeResult(
+    return dg.MaterializeResult(
+        asset_key=ENTRIES,
         metadata={
-            "source_file": file_name,
+            "source_file": stored.source_file,
             "version": stored.version,
             "unchanged": stored.unchanged,
             "entries": stored.entries,
@@ -330,17 +494,22 @@ def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResourc
             "total_amount": float(stored.total_amount),
             "unresolved_names": stored.unresolved,
             "replaced_entries": stored.replaced_entries,
+            "orphaned_copies": dg.MetadataValue.json(list(stored.orphaned_copies)),
             "template": extraction.template or "generic",
             "warnings": dg.MetadataValue.json(extraction.warnings),
             "preview": dg.MetadataValue.md(preview),
             "outbox": f"{stored.entries} deliveries wait in the outbox for approval"
             + (f" ({stored.unresolved} also for name review)" if stored.unresolved else ""),
-        }
+        },
     )
 
 
 def register_inbox_partitions(instance: dg.DagsterInstance, payroll: PayrollSettings) -> list[str]:
-    """Add a partition for every inbox file not yet known (what the sensor does, for headless runs)."""
+    """Add a partition for every inbox file not yet known (what the sensor does, for headless runs).
+
+    The runs record each content they process in payroll_file_sightings, which the inbox sensor reads:
+    a file handled here is not run again when the sensor starts.
+    """
     known = set(instance.get_dynamic_partitions(payroll_files.name))
     new_keys = [key for key in inbox_files(payroll.inbox()) if key not in known]
     if new_keys:

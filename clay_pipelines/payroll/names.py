@@ -247,6 +247,8 @@ class NameResolver:
         printed = " ".join(printed_name.split())
         if looks_like_organisation(printed):
             return self._resolve_organisation(printed)
+        if not self.people:  # a tenant whose directory was never synced: every payee waits for a person
+            return Resolution(printed, None, None, "review", 0.0, "the tenant's employee directory is empty")
         readings = parse_printed(printed)
         parsed = readings[0]
         score, kind = self._scores(readings[0])

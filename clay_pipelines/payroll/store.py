@@ -1,12 +1,18 @@
 """Writing a payroll file version to the database: one transaction per version, idempotent.
 
-  * The same content again (same tenant, file name and SHA-256) changes nothing.
-  * New content under a known file name is a new version: the previous version's entries move to
+  * A file has at most one live version, and it is always its current bytes': the same content as
+    the live version (same tenant, file name, SHA-256 and extraction) changes nothing; any other
+    content, including an earlier one put back, is a new version. The live version's entries move to
     payroll_entry_history with the reason, and the new entries take their place.
+  * A renamed copy, content already live in another file of the tenant, is a 'duplicate' version
+    naming the version it copies: no entries, no deliveries. If that content later stops being live
+    (its file gets new content), the copy is not promoted: it stays a duplicate, reported as
+    orphaned, for a person to remove or to put back where it belongs.
   * Every entry is written with its natural key (tenant, source_file, line_no) and, in the same
     transaction, its BambooHR delivery is queued in the outbox: awaiting approval when its payee is
     resolved, awaiting review when not (the review queue gets a row with the candidates).
-  * An unreadable file is a quarantined version with its reason, and no entries.
+  * An unreadable file is a quarantined version with its reason, and no entries; it does not replace
+    the live version (a broken replacement keeps the last good entries until a readable one comes).
 Callers pass a connection inside a tenant transaction; nothing here commits.
 """
 
@@ -25,6 +31,8 @@ from psycopg.types.json import Jsonb
 
 from clay_pipelines.payroll.model import Extraction
 from clay_pipelines.payroll.names import NameResolver, Person, Resolution
+from clay_pipelines.payroll.sightings import lock_file
+from clay_pipelines.platform import ledger
 
 UNRESOLVED_EMPLOYEE = "UNRESOLVED"  # employee_id is NOT NULL; the review queue says who it might be
 
@@ -37,25 +45,60 @@ def content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def quarantine_name(source_file: str, digest: str) -> str:
+    """A quarantined file's name: one per content, so a later quarantined version never overwrites an earlier one."""
+    path = Path(source_file)
+    return f"{path.stem}.{digest[:16]}{path.suffix}"
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What a duplicate copies: the version it was found to copy, and which file holds that content live now."""
+
+    source_file: str
+    version: int
+    live_in: str | None  # None: the content is live in no file any more (the copy is orphaned)
+
+
 @dataclass(frozen=True)
 class StoredVersion:
     document_id: UUID
     source_file: str
     version: int
     status: str
-    unchanged: bool  # this exact content was already stored
+    unchanged: bool  # this exact content (and extraction) was already the live version
     entries: int
     total_amount: Decimal
     unresolved: int
     replaced_entries: int
+    duplicate_of: Copied | None = None
+    orphaned_copies: tuple[str, ...] = ()  # copies whose content this version stopped being live
 
 
-def _lock_file(conn: psycopg.Connection, source_file: str) -> None:
-    # Two runs of the same file serialise here; the tenant is part of the key through the setting.
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(current_setting('app.tenant_id', true) || '/' || %s))",
-        (source_file,),
-    )
+@dataclass(frozen=True)
+class _Live:
+    id: UUID
+    version: int
+    status: str
+    content_hash: str
+    extraction_digest: str
+    entry_count: int
+    total_amount: Decimal
+    duplicate_of: UUID | None
+
+    def holds(self, digest: str, read_digest: str) -> bool:
+        """This content, read this way, is already what the live version is (a copy stays a copy)."""
+        return self.content_hash == digest and (self.status == "duplicate" or self.extraction_digest == read_digest)
+
+
+def _lock_contents(conn: psycopg.Connection, *digests: str | None) -> None:
+    """Serialise on contents: two copies of one content must not both find it live nowhere, and a copy must not
+    be recorded against a content another run is retiring. Taken after the file lock, in sorted order, so two
+    runs never wait on each other in a circle."""
+    for digest in sorted({d for d in digests if d}):
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(current_setting('app.tenant_id', true) || '#' || %s))", (digest,)
+        )
 
 
 def extraction_digest(extraction: Extraction) -> str:
@@ -64,50 +107,94 @@ def extraction_digest(extraction: Extraction) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _existing(
-    conn: psycopg.Connection, source_file: str, digest: str, read_digest: str | None = None
-) -> StoredVersion | None:
+def _live_version(conn: psycopg.Connection, source_file: str) -> _Live | None:
     row = conn.execute(
-        "SELECT id, version, status, entry_count, coalesce(total_amount, 0) FROM payroll_documents "
-        "WHERE source_file = %s AND content_hash = %s AND (%s::text IS NULL OR extraction_digest = %s) "
-        "ORDER BY version DESC LIMIT 1",
-        (source_file, digest, read_digest, read_digest),
+        "SELECT id, version, status, content_hash, extraction_digest, entry_count, coalesce(total_amount, 0), "
+        "duplicate_of FROM payroll_documents WHERE source_file = %s AND status IN ('extracted', 'duplicate')",
+        (source_file,),
     ).fetchone()
-    if row is None:
-        return None
-    unresolved = conn.execute(
+    return _Live(*row) if row else None
+
+
+def _live_holder(conn: psycopg.Connection, digest: str, other_than: str) -> tuple[UUID, str, int] | None:
+    """The live version of another file with this content, if any (the earliest received)."""
+    return conn.execute(
+        "SELECT id, source_file, version FROM payroll_documents "
+        "WHERE content_hash = %s AND status = 'extracted' AND source_file <> %s "
+        "ORDER BY received_at, source_file LIMIT 1",
+        (digest, other_than),
+    ).fetchone()
+
+
+def _copied(conn: psycopg.Connection, source_file: str, digest: str, duplicate_of: UUID | None) -> Copied:
+    recorded = conn.execute(
+        "SELECT source_file, version FROM payroll_documents WHERE id = %s", (duplicate_of,)
+    ).fetchone()
+    holder = _live_holder(conn, digest, source_file)
+    return Copied(recorded[0], recorded[1], holder[1] if holder else None)
+
+
+def _unresolved(conn: psycopg.Connection, document_id: UUID) -> int:
+    return conn.execute(
         "SELECT count(*) FROM payroll_entries WHERE document_id = %s AND employee_id = %s",
-        (row[0], UNRESOLVED_EMPLOYEE),
+        (document_id, UNRESOLVED_EMPLOYEE),
     ).fetchone()[0]
-    return StoredVersion(row[0], source_file, row[1], row[2], True, row[3], row[4], unresolved, 0)
 
 
-def _supersede_previous(
-    conn: psycopg.Connection, source_file: str, new_document: UUID, version: int, reason: str
-) -> int:
-    previous = conn.execute(
-        "SELECT id, version FROM payroll_documents WHERE source_file = %s AND status = 'extracted' AND id <> %s",
-        (source_file, new_document),
-    ).fetchall()
-    replaced = 0
-    for document_id, old_version in previous:
-        replaced += conn.execute(
-            """
-            INSERT INTO payroll_entry_history (entry, document_id, replaced_by_document_id, reason)
-            SELECT to_jsonb(e) || jsonb_build_object('outbox_status', o.status, 'remote_row_id', o.remote_row_id),
-                   e.document_id, %s, %s
-            FROM payroll_entries e LEFT JOIN bamboohr_outbox o ON o.entry_id = e.id
-            WHERE e.document_id = %s
-            """,
-            (new_document, reason, document_id),
-        ).rowcount
-        conn.execute("DELETE FROM payroll_entries WHERE document_id = %s", (document_id,))
+def _unchanged(conn: psycopg.Connection, source_file: str, live: _Live) -> StoredVersion:
+    copied = _copied(conn, source_file, live.content_hash, live.duplicate_of) if live.status == "duplicate" else None
+    return StoredVersion(
+        live.id,
+        source_file,
+        live.version,
+        live.status,
+        True,
+        live.entry_count,
+        live.total_amount,
+        _unresolved(conn, live.id),
+        0,
+        copied,
+    )
+
+
+def _retire(conn: psycopg.Connection, live: _Live | None, version: int) -> None:
+    """The live version stops being live (first, so the new one can take its place under the one-live index)."""
+    if live is not None:
         conn.execute(
             "UPDATE payroll_documents SET status = 'superseded', superseded_at = now(), superseded_reason = %s "
             "WHERE id = %s",
-            (f"version {old_version} replaced by version {version}", document_id),
+            (f"version {live.version} replaced by version {version}", live.id),
         )
-    return replaced
+
+
+def _move_to_history(conn: psycopg.Connection, live: _Live | None, new_document: UUID, reason: str) -> int:
+    if live is None or live.status != "extracted":
+        return 0
+    moved = conn.execute(
+        """
+        INSERT INTO payroll_entry_history (entry, document_id, replaced_by_document_id, reason)
+        SELECT to_jsonb(e) || jsonb_build_object('outbox_status', o.status, 'remote_row_id', o.remote_row_id),
+               e.document_id, %s, %s
+        FROM payroll_entries e LEFT JOIN bamboohr_outbox o ON o.entry_id = e.id
+        WHERE e.document_id = %s
+        """,
+        (new_document, reason, live.id),
+    ).rowcount
+    conn.execute("DELETE FROM payroll_entries WHERE document_id = %s", (live.id,))
+    return moved
+
+
+def _orphaned_copies(conn: psycopg.Connection, live: _Live | None) -> tuple[str, ...]:
+    """Duplicates of the content a file just stopped holding, now that it is live nowhere."""
+    if live is None or live.status != "extracted":
+        return ()
+    rows = conn.execute(
+        "SELECT c.source_file FROM payroll_documents c WHERE c.status = 'duplicate' AND c.content_hash = %s "
+        "AND NOT EXISTS (SELECT 1 FROM payroll_documents o WHERE o.status = 'extracted' AND o.content_hash = %s) "
+        "ORDER BY 1",
+        (live.content_hash, live.content_hash),
+    ).fetchall()
+    return tuple(r[0] for r in rows)
 
 
 def _next_version(conn: psycopg.Connection, source_file: str) -> int:
@@ -117,6 +204,28 @@ def _next_version(conn: psycopg.Connection, source_file: str) -> int:
     return int(row[0])
 
 
+def _earlier_version_with(conn: psycopg.Connection, source_file: str, digest: str) -> int | None:
+    row = conn.execute(
+        "SELECT max(version) FROM payroll_documents WHERE source_file = %s AND content_hash = %s AND status <> "
+        "'quarantined'",
+        (source_file, digest),
+    ).fetchone()
+    return row[0]
+
+
+def _replacement_reason(
+    conn: psycopg.Connection, source_file: str, digest: str, version: int, live: _Live | None, extraction: Extraction
+) -> str:
+    if live is not None and live.content_hash == digest:
+        return (
+            f"re-extracted as version {version} of {source_file}: same content, different result "
+            f"(template {extraction.template or 'generic'})"
+        )
+    why = f"replaced by version {version} of {source_file} (content sha256 {digest[:12]}"
+    earlier = _earlier_version_with(conn, source_file, digest)
+    return why + (f", the content of version {earlier} again)" if earlier else ")")
+
+
 def store_extraction(
     conn: psycopg.Connection,
     source_file: str,
@@ -124,14 +233,22 @@ def store_extraction(
     extraction: Extraction,
     resolver: NameResolver,
 ) -> StoredVersion:
-    _lock_file(conn, source_file)
+    lock_file(conn, source_file)
+    live = _live_version(conn, source_file)
+    _lock_contents(conn, digest, live.content_hash if live else None)
     read_digest = extraction_digest(extraction)
-    if (existing := _existing(conn, source_file, digest, read_digest)) is not None:
-        return existing
-    reextracted = _existing(conn, source_file, digest) is not None
+    if live is not None and live.holds(digest, read_digest):
+        return _unchanged(conn, source_file, live)
     version = _next_version(conn, source_file)
+    reextracting = live is not None and live.content_hash == digest
+    holder = None if reextracting else _live_holder(conn, digest, source_file)
+    if holder is not None:
+        return _store_duplicate(conn, source_file, digest, version, live, holder)
+
     total = sum((e.amount for e in extraction.entries), Decimal(0))
     printed_total = extraction.printed_totals[-1].amount if extraction.printed_totals else None
+    why = _replacement_reason(conn, source_file, digest, version, live, extraction)
+    _retire(conn, live, version)
     document_id = conn.execute(
         """
         INSERT INTO payroll_documents (source_file, content_hash, extraction_digest, version, status, pages, template,
@@ -151,14 +268,61 @@ def store_extraction(
             Jsonb(extraction.warnings),
         ),
     ).fetchone()[0]
-    why = (
-        f"re-extracted as version {version} of {source_file}: same content, different result "
-        f"(template {extraction.template or 'generic'})"
-        if reextracted
-        else f"replaced by version {version} of {source_file} (content sha256 {digest[:12]})"
+    replaced = _move_to_history(conn, live, document_id, why)
+    unresolved = _insert_entries(conn, source_file, document_id, extraction, resolver)
+    return StoredVersion(
+        document_id,
+        source_file,
+        version,
+        "extracted",
+        False,
+        len(extraction.entries),
+        total,
+        unresolved,
+        replaced,
+        orphaned_copies=_orphaned_copies(conn, live),
     )
-    replaced = _supersede_previous(conn, source_file, document_id, version, why)
 
+
+def _store_duplicate(
+    conn: psycopg.Connection,
+    source_file: str,
+    digest: str,
+    version: int,
+    live: _Live | None,
+    holder: tuple[UUID, str, int],
+) -> StoredVersion:
+    original_id, original_file, original_version = holder
+    _retire(conn, live, version)
+    document_id = conn.execute(
+        "INSERT INTO payroll_documents (source_file, content_hash, version, status, duplicate_of) "
+        "VALUES (%s, %s, %s, 'duplicate', %s) RETURNING id",
+        (source_file, digest, version, original_id),
+    ).fetchone()[0]
+    why = (
+        f"replaced by version {version} of {source_file}, a copy of {original_file} version {original_version} "
+        f"(content sha256 {digest[:12]})"
+    )
+    replaced = _move_to_history(conn, live, document_id, why)
+    return StoredVersion(
+        document_id,
+        source_file,
+        version,
+        "duplicate",
+        False,
+        0,
+        Decimal(0),
+        0,
+        replaced,
+        Copied(original_file, original_version, original_file),
+        _orphaned_copies(conn, live),
+    )
+
+
+def _insert_entries(
+    conn: psycopg.Connection, source_file: str, document_id: UUID, extraction: Extraction, resolver: NameResolver
+) -> int:
+    """The version's entries, each with its outbox row (and review-queue row); returns how many are unresolved."""
     unresolved = 0
     for line_no, entry in enumerate(extraction.entries, start=1):
         resolution: Resolution = resolver.resolve(entry.employee_name, entry.employee_id)
@@ -200,9 +364,7 @@ def store_extraction(
                 "awaiting_approval" if resolution.resolved else "awaiting_review",
             ),
         )
-    return StoredVersion(
-        document_id, source_file, version, "extracted", False, len(extraction.entries), total, unresolved, replaced
-    )
+    return unresolved
 
 
 def _bamboohr_row(entry: Any, employee_id: str) -> dict[str, Any]:
@@ -218,18 +380,132 @@ def _bamboohr_row(entry: Any, employee_id: str) -> dict[str, Any]:
 def store_quarantine(
     conn: psycopg.Connection, source_file: str, digest: str, reason: str, detail: str
 ) -> StoredVersion:
-    _lock_file(conn, source_file)
-    if (existing := _existing(conn, source_file, digest)) is not None:
-        return existing
+    """An unreadable content: a quarantined version, unless it already is the file's latest version."""
+    lock_file(conn, source_file)
+    latest = conn.execute(
+        "SELECT id, version, status, content_hash FROM payroll_documents WHERE source_file = %s "
+        "ORDER BY version DESC LIMIT 1",
+        (source_file,),
+    ).fetchone()
+    if latest is not None and latest[2] == "quarantined" and latest[3] == digest:
+        return StoredVersion(latest[0], source_file, latest[1], "quarantined", True, 0, Decimal(0), 0, 0)
     version = _next_version(conn, source_file)
     document_id = conn.execute(
         """
-        INSERT INTO payroll_documents (source_file, content_hash, version, status, quarantine_reason, quarantine_detail)
-        VALUES (%s, %s, %s, 'quarantined', %s, %s) RETURNING id
+        INSERT INTO payroll_documents (source_file, content_hash, version, status, quarantine_reason, quarantine_detail,
+                                       quarantined_as)
+        VALUES (%s, %s, %s, 'quarantined', %s, %s, %s) RETURNING id
         """,
-        (source_file, digest, version, reason, detail),
+        (source_file, digest, version, reason, detail, quarantine_name(source_file, digest)),
     ).fetchone()[0]
     return StoredVersion(document_id, source_file, version, "quarantined", False, 0, Decimal(0), 0, 0)
+
+
+def retire_removed_copy(conn: psycopg.Connection, source_file: str) -> bool:
+    """A duplicate whose file has left the inbox is dealt with: it stops being the file's live version.
+    (A removed file's extracted version stays live: its entries are the record, the inbox only a drop folder.)"""
+    lock_file(conn, source_file)
+    return (
+        conn.execute(
+            "UPDATE payroll_documents SET status = 'superseded', superseded_at = now(), "
+            "superseded_reason = 'the copy left the inbox' WHERE source_file = %s AND status = 'duplicate'",
+            (source_file,),
+        ).rowcount
+        > 0
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A file's state, for a run whose file has gone and for the listing of what waits for a person
+
+
+@dataclass(frozen=True)
+class FileState:
+    source_file: str
+    latest_version: int
+    latest_status: str
+    quarantine_reason: str | None
+    quarantined_as: str | None
+    latest_note: str | None  # why the latest version stopped being live, when it did
+    live_version: int | None
+    live_status: str | None
+    approval_status: str | None
+    entries: int
+    open_reviews: int
+    duplicate_of: Copied | None
+
+    def describe(self) -> str:
+        """The state in a sentence."""
+        parts = []
+        if self.latest_status == "quarantined":
+            parts.append(
+                f"version {self.latest_version} quarantined ({self.quarantine_reason}) as {self.quarantined_as}"
+            )
+        if self.live_status == "extracted":
+            reviews = f", {self.open_reviews} name(s) to review" if self.open_reviews else ""
+            parts.append(
+                f"version {self.live_version} live: {self.entries} entries, approval {self.approval_status}{reviews}"
+            )
+        elif self.live_status == "duplicate" and self.duplicate_of is not None:
+            copied = self.duplicate_of
+            if copied.live_in is not None:
+                parts.append(f"version {self.live_version} duplicates {copied.live_in}: nothing stored")
+            else:
+                parts.append(
+                    f"version {self.live_version} copies {copied.source_file} version {copied.version}, whose content "
+                    "is live in no file now: nothing stored"
+                )
+        elif self.latest_status == "superseded":
+            parts.append(f"no live version (version {self.latest_version}: {self.latest_note})")
+        elif self.live_status is None:
+            parts.append("no live version")
+        return "; ".join(parts)
+
+    def needs(self) -> str | None:
+        """What a person has to do about the file, or None."""
+        todo = []
+        if self.latest_status == "quarantined":
+            todo.append("fix the file and drop it in the inbox again")
+        copied = self.duplicate_of
+        if self.live_status == "duplicate" and copied is not None:
+            todo.append(
+                f"remove the copy ({copied.live_in} holds this content)"
+                if copied.live_in is not None
+                else f"remove the copy, or put its content back as {copied.source_file}"
+            )
+        if self.live_status == "extracted" and self.approval_status == "awaiting":
+            todo.append("approve or reject")
+        if self.open_reviews and self.approval_status != "rejected":
+            todo.append(f"resolve {self.open_reviews} name(s)")
+        return "; ".join(todo) or None
+
+
+def file_states(conn: psycopg.Connection, source_file: str | None = None) -> list[FileState]:
+    """Every payroll file of the tenant (or one), by name: its latest version and its live one."""
+    rows = conn.execute(
+        """
+        WITH latest AS (
+          SELECT DISTINCT ON (source_file) source_file, version, status, quarantine_reason, quarantined_as,
+                 superseded_reason
+          FROM payroll_documents WHERE %(file)s::text IS NULL OR source_file = %(file)s
+          ORDER BY source_file, version DESC
+        )
+        SELECT l.source_file, l.version, l.status, l.quarantine_reason, l.quarantined_as, l.superseded_reason,
+               v.version, v.status, v.approval_status, coalesce(v.entry_count, 0),
+               (SELECT count(*) FROM payroll_review_queue q JOIN payroll_entries e ON e.id = q.entry_id
+                WHERE e.document_id = v.id AND q.status = 'open'),
+               v.content_hash, v.duplicate_of
+        FROM latest l
+        LEFT JOIN payroll_documents v ON v.source_file = l.source_file AND v.status IN ('extracted', 'duplicate')
+        ORDER BY l.source_file
+        """,
+        {"file": source_file},
+    ).fetchall()
+    states = []
+    for *fields, digest, duplicate_of in rows:
+        copied = _copied(conn, fields[0], digest, duplicate_of) if fields[7] == "duplicate" else None
+        states.append(FileState(*fields, copied))
+    return states
 
 
 def record_tool_call(
@@ -240,11 +516,18 @@ def record_tool_call(
     success: bool,
     error_message: str | None = None,
 ) -> None:
-    """The MCP telemetry row every payroll tool step writes (server domicile-governance)."""
-    conn.execute(
-        "INSERT INTO mcp_telemetry_log (server_name, tool_name, input_data, execution_time_ms, success, error_message) "
-        "VALUES ('domicile-governance', %s, %s, %s, %s, %s)",
-        (tool_name, Jsonb(input_data), round(execution_time_ms, 1), success, error_message),
+    """The MCP telemetry row of a payroll tool step (server domicile-governance). Callers write one per new
+    outcome (a new version, a new failure), never for an unchanged re-run."""
+    ledger.log_tool_call(
+        conn,
+        ledger.ToolCall(
+            server_name="domicile-governance",
+            tool_name=tool_name,
+            input_data=input_data,
+            execution_time_ms=execution_time_ms,
+            success=success,
+            error_message=error_message,
+        ),
     )
 
 
