@@ -93,9 +93,23 @@ def test_loaded_world_row_counts_and_registry(world_db) -> None:
     assert {"clay-consigliere", "domicile-governance", "personaplex-7b", "memvid"} <= set(skills)
     governance = skills["domicile-governance"]
     assert governance["requires_approval"] == ["upload_payroll_entries", "audit", "delete"]
-    assert governance["parameters"]["routing_confidence_threshold"] == 0.7
+    # Only the router's settings are declared tunable; other skills carry no router settings.
+    assert "routing_confidence_threshold" not in governance["parameters"] and "tunables" not in governance
     assert governance["parameters"]["fallback_delay_ms"] == 500
-    assert skills["clay-consigliere"]["parameters"]["min_rule_executions"] == 50
+    router = skills["clay-consigliere"]
+    assert router["parameters"]["min_rule_executions"] == 50
+    assert router["parameters"]["routing_confidence_threshold"] == 0.7
+    assert router["tunables"]["routing_confidence_threshold"] == {
+        "type": "number",
+        "min": 0.05,
+        "max": 0.95,
+        "step": 0.05,
+    }
+    assert set(router["tunables"]) == {
+        "routing_confidence_threshold",
+        "capability_match_threshold",
+        "min_rule_executions",
+    }
     assert depends == ["domicile-governance", "memvid", "personaplex-7b"]
 
 

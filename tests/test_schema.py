@@ -143,6 +143,12 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("approved_at", "timestamp with time zone", False, NOW, None),
         ("can_rollback", "boolean", False, "true", None),
         ("rolled_back_at", "timestamp with time zone", False, None, None),
+        # additions: order, identity of both sides, who proposed, what a rollback undid
+        ("seq", "bigint", True, None, None),
+        ("old_hash", "text", False, None, None),
+        ("new_hash", "text", False, None, None),
+        ("proposed_by", "text", False, None, None),
+        ("rollback_of", "uuid", False, None, None),
     ],
     "resources": [
         ("id", "uuid", True, UUID4, None),
@@ -221,6 +227,7 @@ EXPECTED_FOREIGN_KEYS = {(table, "tenant_id", "tenants") for table in EXPECTED_C
     ("dreams", "system_id", "systems"),
     ("constitutional_amendments", "system_id", "systems"),
     ("payroll_entries", "document_id", "payroll_documents"),  # addition
+    ("constitutional_amendments", "rollback_of", "constitutional_amendments"),  # addition
 }
 EXPECTED_UNIQUE = {("tenants", "domain"), ("systems", "name")}
 

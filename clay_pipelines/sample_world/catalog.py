@@ -31,8 +31,8 @@ TENANTS: tuple[TenantSpec, ...] = (
 # ---------------------------------------------------------------------------------------------
 # Skills (the systems registry). Platform-wide: tenant_id NULL, readable by every tenant.
 
-TUNABLES_DEFAULT: dict[str, Any] = {
-    "routing_confidence_threshold": 0.7,
+# Every skill's own runtime parameters (the skills read them; nothing in this project does).
+SKILL_PARAMETERS: dict[str, Any] = {
     "fallback_delay_ms": 500,
     "max_retries": 2,
     "timeout_ms": 30000,
@@ -56,17 +56,21 @@ class SystemSpec:
     depends_on: tuple[str, ...] = ()
     api_key_required: bool = True
     extra_parameters: dict[str, Any] = field(default_factory=dict)
+    tunables: dict[str, dict[str, Any]] = field(default_factory=dict)  # what automated changes may touch
 
     def constitution(self) -> dict[str, Any]:
-        return {
+        out = {
             "skill": self.name,
             "version": "1.0.0",
             "domain": self.domain,
             "prime_directives": list(self.prime_directives),
             "requires_approval": list(self.requires_approval),
             "covenant": self.covenant,
-            "parameters": {**TUNABLES_DEFAULT, **self.extra_parameters},
+            "parameters": {**SKILL_PARAMETERS, **self.extra_parameters},
         }
+        if self.tunables:
+            out["tunables"] = self.tunables
+        return out
 
 
 SYSTEMS: tuple[SystemSpec, ...] = (
@@ -82,7 +86,18 @@ SYSTEMS: tuple[SystemSpec, ...] = (
         "fastapi",
         "https://clay.internal/api/route",
         depends_on=("domicile-governance", "personaplex-7b", "memvid"),
-        extra_parameters={"min_rule_executions": 50, "catch_all": True},
+        # The router's settings: read by routing/router.py and the rule learner.
+        extra_parameters={
+            "routing_confidence_threshold": 0.7,
+            "capability_match_threshold": 0.35,
+            "min_rule_executions": 50,
+            "catch_all": True,
+        },
+        tunables={
+            "routing_confidence_threshold": {"type": "number", "min": 0.05, "max": 0.95, "step": 0.05},
+            "capability_match_threshold": {"type": "number", "min": 0.1, "max": 0.8, "step": 0.05},
+            "min_rule_executions": {"type": "integer", "min": 20, "max": 200, "step": 10},
+        },
     ),
     SystemSpec(
         "domicile-governance",

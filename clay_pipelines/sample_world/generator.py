@@ -197,7 +197,7 @@ def generate_executions(params: WorldParameters) -> list[dict[str, Any]]:
         else:
             status = str(rng.choice(["failed", "partial", "timeout"], p=[0.55, 0.27, 0.18]))
 
-        timeout_ms = catalog.TUNABLES_DEFAULT["timeout_ms"]
+        timeout_ms = catalog.SKILL_PARAMETERS["timeout_ms"]
         if status == "timeout":
             duration_ms = timeout_ms + float(rng.uniform(5, 900))
         elif status == "governance_blocked":

@@ -16,8 +16,11 @@ from psycopg.types.json import Jsonb
 
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.sample_world import catalog, generator, payroll_docs
+from clay_pipelines.tars import amendments
 
 _log = logging.getLogger(__name__)
+
+DEPLOYER = "deploy:sample-world"  # approved_by of the platform amendments a changed catalog records
 
 EXECUTION_COLUMNS = (
     "id",
@@ -129,7 +132,7 @@ def _upsert_tenants_and_systems(conn: psycopg.Connection) -> None:
                                  deployment_type, endpoint_url, api_key_required, depends_on, created_by)
             VALUES (%s, NULL, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'sample-world')
             ON CONFLICT (id) DO UPDATE SET type = EXCLUDED.type, description = EXCLUDED.description,
-              capabilities = EXCLUDED.capabilities, constitution = EXCLUDED.constitution,
+              capabilities = EXCLUDED.capabilities,
               deployment_type = EXCLUDED.deployment_type, endpoint_url = EXCLUDED.endpoint_url,
               api_key_required = EXCLUDED.api_key_required, depends_on = EXCLUDED.depends_on,
               updated_at = now()
@@ -147,6 +150,8 @@ def _upsert_tenants_and_systems(conn: psycopg.Connection) -> None:
                 [generator.system_id(d) for d in system.depends_on],
             ),
         )
+        # A constitution that changed since the last load is a deployment: a platform amendment.
+        amendments.deploy(conn, generator.system_id(system.name), system.constitution(), by=DEPLOYER)
 
 
 def _row_counts(conn: psycopg.Connection) -> dict[str, int]:
