@@ -46,3 +46,6 @@ class PostgresResource(dg.ConfigurableResource):
 
     def tenant_ids(self) -> list[UUID]:
         return self.database.tenant_ids()
+
+    def tenant_names(self) -> dict[UUID, str]:
+        return self.database.tenant_names()

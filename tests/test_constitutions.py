@@ -285,3 +285,43 @@ def test_a_deployment_that_ships_a_new_constitution_is_a_platform_amendment(worl
         assert am.deploy(conn, ROUTER, shipped, by="deploy:test") is None  # the same again: nothing
     assert deployed.tenant_id is None and deployed.approved_by == "deploy:test"
     assert _effective(db, alpha)["version"] == "1.1.0"
+
+
+# -- the Dagster asset --------------------------------------------------------------------------------
+
+
+def test_the_constitutions_asset_lists_every_tenant_and_checks_the_replay(world, fresh_db) -> None:
+    import dagster as dg
+
+    from clay_pipelines.resources import PostgresResource
+    from clay_pipelines.tars.assets import constitutions
+
+    db, alpha, beta = world
+    _amend(db, alpha, {THRESHOLD: 0.55})
+    _amend(db, beta, {"requires_approval": ["delete", c.APPROVAL_ACTION]})
+    _propose(db, beta, {THRESHOLD: 0.6})
+    resources = {"postgres": PostgresResource(app_dsn=fresh_db.app_url, maintenance_dsn=fresh_db.maintenance_url)}
+
+    def materialize() -> tuple[dict, dg.AssetCheckEvaluation]:
+        with dg.instance_for_test() as instance:
+            result = dg.materialize([constitutions], instance=instance, resources=resources)
+        metadata = {
+            k: v.value for k, v in result.asset_materializations_for_node("tars__constitutions")[0].metadata.items()
+        }
+        return metadata, result.get_asset_check_evaluations()[0]
+
+    metadata, check = materialize()
+    assert check.passed and (metadata["tenant_skills"], metadata["pending_approvals"]) == (2, 1)
+    rows = [line.split(" | ") for line in metadata["constitutions"].splitlines()[2:]]
+    assert [(r[0].strip("| "), r[1], r[3], r[5].strip(" |")) for r in rows] == [
+        ("Alpha", "router", "yes", ""),
+        ("Beta", "router", "yes", "1"),
+    ]
+    assert rows[0][4].startswith("manual_update by ops@alpha.com")
+
+    with fresh_db.admin() as conn:
+        conn.execute("ALTER TABLE constitution_state DISABLE TRIGGER constitution_state_is_amended")
+        conn.execute("UPDATE constitution_state SET constitution = '{}' WHERE tenant_id = %s", (alpha,))
+    _, check = materialize()
+    assert not check.passed
+    assert "| Alpha | router |" in check.metadata["mismatches"].value

@@ -187,6 +187,11 @@ class Database:
             raise UnknownTenantError(f"unknown tenant {str(reference)!r}: no active tenant has that id, name or domain")
         return row[0]
 
+    def tenant_names(self) -> dict[UUID, str]:
+        """Every tenant's name by id, active or not: what metadata and logs show a person."""
+        with self.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+            return dict(conn.execute("SELECT id, name FROM tenants ORDER BY created_at, id").fetchall())
+
     def tenant_ids(self) -> list[UUID]:
         """Every active tenant, for jobs that fan out per tenant (a listing, not access to their data)."""
         with self.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:

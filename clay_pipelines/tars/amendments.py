@@ -596,3 +596,37 @@ def replay_mismatches(conn: psycopg.Connection) -> list[ReplayMismatch]:
                     )
                 )
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConstitutionRow:
+    """One skill's constitution as a tenant sees it, for people to read."""
+
+    system_name: str
+    hash: str
+    amended: bool  # the tenant has amendments of its own for this skill
+    last_amendment: Amendment | None
+    pending_approvals: int
+
+
+def overview(conn: psycopg.Connection) -> list[ConstitutionRow]:
+    """Every skill the transaction's tenant sees: its effective constitution's hash, the last
+    amendment that shaped it (the tenant's or the platform's) and the changes awaiting approval."""
+    tenant_id = current_tenant(conn)
+    pending_counts = dict(
+        conn.execute("SELECT system_id, count(*) FROM pending_amendments WHERE status = 'pending' GROUP BY 1")
+    )
+    rows: list[ConstitutionRow] = []
+    for (system_id,) in conn.execute("SELECT id FROM systems ORDER BY name").fetchall():
+        current = effective(conn, system_id)
+        history = amendments(conn, system_id, tenant_id)
+        rows.append(
+            ConstitutionRow(
+                system_name=current.skill.name,
+                hash=current.hash,
+                amended=any(a.tenant_id == tenant_id and tenant_id is not None for a in history),
+                last_amendment=history[-1] if history else None,
+                pending_approvals=int(pending_counts.get(system_id, 0)),
+            )
+        )
+    return rows
