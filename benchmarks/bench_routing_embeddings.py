@@ -61,7 +61,7 @@ def _clear(conn: psycopg.Connection) -> None:
     conn.execute("UPDATE executions SET request_embedding = NULL, request_embedding_model = NULL")
 
 
-def _write(db: Database, rows: list[dict], vectors: np.ndarray, model: str, rounds: int = 3) -> None:
+def _write(db: Database, rows: list[dict], vectors: np.ndarray, embedding_model: str, rounds: int = 3) -> None:
     """Both paths in alternation, `rounds` times each (UPDATEs leave dead tuples behind, so a fixed
     order would favour whichever runs first); the median of each is compared."""
     ids = [row["id"] for row in rows]
@@ -73,10 +73,13 @@ def _write(db: Database, rows: list[dict], vectors: np.ndarray, model: str, roun
                 if path == "baseline":
                     conn.cursor().executemany(
                         "UPDATE executions SET request_embedding = %s, request_embedding_model = %s WHERE id = %s",
-                        [(vector, model, execution_id) for execution_id, vector in zip(ids, vectors, strict=True)],
+                        [
+                            (vector, embedding_model, execution_id)
+                            for execution_id, vector in zip(ids, vectors, strict=True)
+                        ],
                     )
                 else:
-                    write_request_embeddings(conn, ids, vectors, model)
+                    write_request_embeddings(conn, ids, vectors, embedding_model)
                 timings[path].append(time.perf_counter() - started)
                 _clear(conn)
     baseline, copy_seconds = (float(np.median(timings[path])) for path in ("baseline", "copy"))
@@ -99,7 +102,7 @@ def run() -> None:
         _throughput(embedder, texts)
 
     hashing = HashingEmbedder()
-    model = tag(hashing)
+    embedding_model = tag(hashing)
     written = rows[:WRITE_ROWS]
     vectors = hashing.encode([row["user_request"] for row in written])
     with Database(target.app_url, target.maintenance_url) as db:
@@ -107,7 +110,7 @@ def run() -> None:
             loader._upsert_tenants_and_systems(conn)
             conn.execute("DELETE FROM executions")
             loader._copy_rows(conn, "executions", loader.EXECUTION_COLUMNS, written)
-        print(f"writing {len(written):,} {model} vectors ({hashing.dim} dims):")
-        _write(db, written, vectors, model)
+        print(f"writing {len(written):,} {embedding_model} vectors ({hashing.dim} dims):")
+        _write(db, written, vectors, embedding_model)
         with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
             conn.execute("DELETE FROM executions")

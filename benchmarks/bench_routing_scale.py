@@ -184,6 +184,19 @@ def _run() -> None:
     target = resolve_target()
     apply_migrations(target.admin_url)
     rng = np.random.default_rng(11)
+    centres, kind_system = _kinds(rng)
+    now = datetime.now(UTC)
+    with Database(target.app_url, target.maintenance_url) as db:
+        _create_world(db)
+        _load_history(db, target.admin_url, centres, kind_system, rng, now)
+        active_rules = _learn(db, centres, kind_system, rng, now)
+        queries = centres[rng.integers(KINDS, size=QUERIES)] + rng.normal(0.0, SPREAD, (QUERIES, DIM))
+        queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+        _route(db, queries, active_rules)
+
+
+def _kinds(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Every kind of request's centre (unit rows) and its own system."""
     topics = rng.normal(size=(TOPICS, DIM)).astype(np.float32)
     topics /= np.linalg.norm(topics, axis=1, keepdims=True)
     own = rng.normal(size=(KINDS, DIM)).astype(np.float32)
@@ -191,63 +204,85 @@ def _run() -> None:
     centres = topics[np.arange(KINDS) % TOPICS] + 0.8 * own  # kinds of a topic: cosine about 0.6
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     # Each kind's own system, at random: a topic's kinds mostly go to different systems.
-    kind_system = rng.integers(SYSTEMS, size=KINDS)
-    now = datetime.now(UTC)
+    return centres, rng.integers(SYSTEMS, size=KINDS)
+
+
+def _load_history(
+    db: Database,
+    admin_url: str,
+    centres: np.ndarray,
+    kind_system: np.ndarray,
+    rng: np.random.Generator,
+    now: datetime,
+) -> None:
+    """A year of executions, then fresh planner statistics."""
+    started = time.perf_counter()
+    history = now - timedelta(days=366)
+    loaded = _load(db, _requests(centres, kind_system, EXECUTIONS, rng, history, timedelta(days=365)))
+    load_s = time.perf_counter() - started
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("ANALYZE executions")
+    print(f"routing at scale: {loaded:,} executions ({KINDS:,} kinds of request, {SYSTEMS} systems, {DIM} dims)")
+    print(f"  loaded with binary COPY in {load_s:.1f} s ({loaded / load_s:,.0f} rows/s)")
+
+
+def _progress(message: str) -> None:
+    print(f"    {message}", flush=True)
+
+
+def _grown(memory: PeakMemory) -> str:
+    return f"peak memory {memory.peak_mb:,.0f} MB (+{memory.peak_mb - memory.start_mb:,.0f} MB)"
+
+
+def _learn(db: Database, centres: np.ndarray, kind_system: np.ndarray, rng: np.random.Generator, now: datetime) -> int:
+    """The full re-cluster, then a day of new executions and the incremental run; returns the
+    active rules after it."""
+    full, full_s, full_memory = _timed(lambda: learn_rules_full(db, TENANT, "minilm@1", "minilm", progress=_progress))
+    print(
+        f"  full re-cluster:   {full_s:>7.1f} s, {_grown(full_memory)}; {full.active_rules:,} active rules, "
+        f"{full.assigned:,} memberships"
+    )
+    _load(db, _requests(centres, kind_system, NEW_PER_DAY, rng, now - timedelta(days=1), timedelta(hours=23)))
+    incremental, incremental_s, incremental_memory = _timed(
+        lambda: learn_rules_incremental(db, TENANT, "minilm@1", "minilm", progress=_progress)
+    )
+    print(
+        f"  incremental ({NEW_PER_DAY:,} new executions): {incremental_s:>7.1f} s, {_grown(incremental_memory)}; "
+        f"{incremental.assigned:,} joined rules, {incremental.created:,} created, "
+        f"{incremental.active_rules:,} active rules"
+    )
+    print(f"  ratio full / incremental: {full_s / incremental_s:.1f}x")
+    return incremental.active_rules
+
+
+def _route(db: Database, queries: np.ndarray, active_rules: int) -> None:
+    """route() latency through HNSW against the exact scan, and the HNSW path's recall."""
     embedder = PrecomputedVectors()
-    with Database(target.app_url, target.maintenance_url) as db:
-        _create_world(db)
-        started = time.perf_counter()
-        history = now - timedelta(days=366)
-        loaded = _load(db, _requests(centres, kind_system, EXECUTIONS, rng, history, timedelta(days=365)))
-        load_s = time.perf_counter() - started
-        with psycopg.connect(target.admin_url, autocommit=True) as admin:
-            admin.execute("ANALYZE executions")
-        print(f"routing at scale: {loaded:,} executions ({KINDS:,} kinds of request, {SYSTEMS} systems, {DIM} dims)")
-        print(f"  loaded with binary COPY in {load_s:.1f} s ({loaded / load_s:,.0f} rows/s)")
+    latencies: dict[bool, list[float]] = {False: [], True: []}
+    for exact in (True, False, True, False):  # alternate, so neither gets the warmer cache
+        for vector in queries[: QUERIES // 2] if exact else queries[QUERIES // 2 :]:
+            started = time.perf_counter()
+            route(db, TENANT, "benchmark request", embedder, vector=vector, exact=exact)
+            latencies[exact].append((time.perf_counter() - started) * 1000)
+    hits, first = _recall(db, queries, embedder)
+    hnsw_p50, hnsw_p99 = _percentiles(latencies[False])
+    exact_p50, exact_p99 = _percentiles(latencies[True])
+    print(f"  route() over {active_rules:,} rules, {QUERIES:,} requests each way:")
+    print(f"    exact scan (baseline): p50 {exact_p50:6.2f} ms  p99 {exact_p99:6.2f} ms")
+    print(f"    HNSW:                  p50 {hnsw_p50:6.2f} ms  p99 {hnsw_p99:6.2f} ms")
+    print(f"    ratio exact / HNSW: p50 {exact_p50 / hnsw_p50:.1f}x, p99 {exact_p99 / hnsw_p99:.1f}x")
+    print(f"    recall@5 of HNSW against the exact scan: {hits / (5 * QUERIES):.3f}")
+    print(f"    same nearest rule as the exact scan:     {first / QUERIES:.3f}")
 
-        full, full_s, full_memory = _timed(
-            lambda: learn_rules_full(db, TENANT, "minilm@1", "minilm", progress=lambda m: print(f"    {m}", flush=True))
-        )
-        print(
-            f"  full re-cluster:   {full_s:>7.1f} s, peak memory {full_memory.peak_mb:,.0f} MB "
-            f"(+{full_memory.peak_mb - full_memory.start_mb:,.0f} MB); {full.active_rules:,} active rules, "
-            f"{full.assigned:,} memberships"
-        )
 
-        _load(db, _requests(centres, kind_system, NEW_PER_DAY, rng, now - timedelta(days=1), timedelta(hours=23)))
-        incremental, incremental_s, incremental_memory = _timed(
-            lambda: learn_rules_incremental(
-                db, TENANT, "minilm@1", "minilm", progress=lambda m: print(f"    {m}", flush=True)
-            )
-        )
-        print(
-            f"  incremental ({NEW_PER_DAY:,} new executions): {incremental_s:>7.1f} s, peak memory "
-            f"{incremental_memory.peak_mb:,.0f} MB (+{incremental_memory.peak_mb - incremental_memory.start_mb:,.0f} MB); "
-            f"{incremental.assigned:,} joined rules, {incremental.created:,} created, "
-            f"{incremental.active_rules:,} active rules"
-        )
-        print(f"  ratio full / incremental: {full_s / incremental_s:.1f}x")
-
-        queries = centres[rng.integers(KINDS, size=QUERIES)] + rng.normal(0.0, SPREAD, (QUERIES, DIM))
-        queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-        latencies: dict[bool, list[float]] = {False: [], True: []}
-        for exact in (True, False, True, False):  # alternate, so neither gets the warmer cache
-            for vector in queries[: QUERIES // 2] if exact else queries[QUERIES // 2 :]:
-                started = time.perf_counter()
-                route(db, TENANT, "benchmark request", embedder, vector=vector, exact=exact)
-                latencies[exact].append((time.perf_counter() - started) * 1000)
-        hits = first = 0
-        with db.tenant_transaction(TENANT) as conn:
-            for vector in queries:
-                approximate = [c.rule_id for c in nearest_rules(conn, vector, embedder, k=5)]
-                exact = [c.rule_id for c in nearest_rules(conn, vector, embedder, k=5, exact=True)]
-                hits += len(set(approximate) & set(exact))
-                first += bool(approximate) and bool(exact) and approximate[0] == exact[0]
-        hnsw_p50, hnsw_p99 = _percentiles(latencies[False])
-        exact_p50, exact_p99 = _percentiles(latencies[True])
-        print(f"  route() over {incremental.active_rules:,} rules, {QUERIES:,} requests each way:")
-        print(f"    exact scan (baseline): p50 {exact_p50:6.2f} ms  p99 {exact_p99:6.2f} ms")
-        print(f"    HNSW:                  p50 {hnsw_p50:6.2f} ms  p99 {hnsw_p99:6.2f} ms")
-        print(f"    ratio exact / HNSW: p50 {exact_p50 / hnsw_p50:.1f}x, p99 {exact_p99 / hnsw_p99:.1f}x")
-        print(f"    recall@5 of HNSW against the exact scan: {hits / (5 * QUERIES):.3f}")
-        print(f"    same nearest rule as the exact scan:     {first / QUERIES:.3f}")
+def _recall(db: Database, queries: np.ndarray, embedder: PrecomputedVectors) -> tuple[int, int]:
+    """(nearest five rules the HNSW path shares with the exact scan, summed; queries whose nearest
+    rule is the same)."""
+    hits = first = 0
+    with db.tenant_transaction(TENANT) as conn:
+        for vector in queries:
+            approximate = [c.rule_id for c in nearest_rules(conn, vector, embedder, k=5)]
+            exact = [c.rule_id for c in nearest_rules(conn, vector, embedder, k=5, exact=True)]
+            hits += len(set(approximate) & set(exact))
+            first += bool(approximate) and bool(exact) and approximate[0] == exact[0]
+    return hits, first

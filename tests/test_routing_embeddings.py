@@ -1,17 +1,23 @@
-"""Embeddings: the offline hashing embedder, and the bulk backfill of executions.request_embedding."""
+"""Embeddings: the offline hashing embedder, the OpenAI-compatible client against a local endpoint,
+and the bulk backfill of executions.request_embedding."""
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import dagster as dg
+import httpx
 import numpy as np
 import pytest
 
 from clay_pipelines.resources import PostgresResource
 from clay_pipelines.routing.assets import EmbedderResource, request_embeddings
 from clay_pipelines.routing.embed_store import embed_executions
-from clay_pipelines.routing.embeddings import HashingEmbedder, get_embedder, tag
+from clay_pipelines.routing.embeddings import HashingEmbedder, OpenAIEmbedder, get_embedder, tag
 
 START, END = datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -98,3 +104,55 @@ def test_asset_backfills_a_range_in_one_run(world_db, monkeypatch) -> None:
         ).fetchone()[0]
     assert metadata["rows_written"].value == in_window
     assert metadata["window"].value == "2025-12-01 .. 2026-01-01"
+
+
+class _EmbeddingsEndpoint(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible /embeddings endpoint that answers each request with the next status of
+    `statuses` (then 200): the vectors come back in reverse order, each with its index."""
+
+    statuses: list[int] = []
+    requests: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        status = type(self).statuses.pop(0) if type(self).statuses else 200
+        data = [{"index": i, "embedding": [1.0, float(i)] + [0.0] * 1534} for i in range(len(body["input"]))]
+        payload = json.dumps({"data": data[::-1]} if status == 200 else {"error": "no"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def embeddings_endpoint(monkeypatch) -> Iterator[type[_EmbeddingsEndpoint]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EmbeddingsEndpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/v1")
+    _EmbeddingsEndpoint.statuses, _EmbeddingsEndpoint.requests = [], []
+    yield _EmbeddingsEndpoint
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_embedder_retries_a_busy_endpoint_and_keeps_the_input_order(embeddings_endpoint) -> None:
+    embeddings_endpoint.statuses = [503]
+    vectors = OpenAIEmbedder().encode(["first", "second"])
+    assert [body["input"] for body in embeddings_endpoint.requests] == [["first", "second"]] * 2
+    assert embeddings_endpoint.requests[0]["model"] == "text-embedding-3-small"
+    assert vectors.shape == (2, 1536) and not vectors[:, 2:].any()
+    assert vectors[:, :2].astype(float).round(4).tolist() == [[1.0, 0.0], [0.7071, 0.7071]]  # by index, unit length
+
+
+def test_openai_embedder_does_not_retry_a_refusal(embeddings_endpoint) -> None:
+    embeddings_endpoint.statuses = [400]
+    with pytest.raises(httpx.HTTPStatusError, match="400 Bad Request"):
+        OpenAIEmbedder().encode(["first"])
+    assert len(embeddings_endpoint.requests) == 1

@@ -15,7 +15,9 @@ def _around(centre: np.ndarray, n: int, rng: np.random.Generator, spread: float 
     return normalise_rows(centre[None, :] + rng.normal(0.0, spread, (n, DIM)))
 
 
-def _batch(vectors: np.ndarray, systems: list[int], success: list[bool] | None = None) -> ExecutionBatch:
+def _batch(
+    vectors: np.ndarray, systems: list[int], success: list[bool] | None = None, counted: list[bool] | None = None
+) -> ExecutionBatch:
     n = len(vectors)
     return ExecutionBatch(
         ids=list(range(n)),
@@ -25,7 +27,7 @@ def _batch(vectors: np.ndarray, systems: list[int], success: list[bool] | None =
         satisfaction=np.full(n, np.nan),
         cost=np.full(n, 0.01),
         duration=np.full(n, 500.0),
-        counted=np.ones(n, dtype=bool),
+        counted=np.array(counted if counted is not None else [True] * n, dtype=bool),
         texts=[f"request {i}" for i in range(n)],
     )
 
@@ -95,6 +97,19 @@ def test_measure_scores_each_execution_against_its_own_rules_best_prototype() ->
     assert [learner.rules[r].recommended for r in rule] == systems
 
 
+def test_executions_not_counted_are_support_but_no_evidence() -> None:
+    """60 requests of one kind that system 0 served, and 60 more of the same kind that failed but
+    are no evidence (governance blocked, not completed): the rule has the support of all 120 and the
+    success lower bound of the 60 that count; counted as failures they would halve it."""
+    rng = np.random.default_rng(5)
+    vectors = _around(normalise_rows(rng.normal(size=(1, DIM)))[0], 120, rng)
+    outcomes = [True] * 60 + [False] * 60
+    not_counted = _learn(_batch(vectors, [0] * 120, outcomes, counted=outcomes), 1, LearnerSettings())
+    counted = _learn(_batch(vectors, [0] * 120, outcomes), 1, LearnerSettings())
+    assert [(r.executions, round(r.wilson, 3)) for r in not_counted.rules] == [(120, 0.940)]
+    assert [(r.executions, round(r.wilson, 3)) for r in counted.rules] == [(120, 0.412)]
+
+
 def _routed(scores: list[float], correct: list[bool]) -> RoutedSet:
     decisions = [
         RoutingDecision(
@@ -102,7 +117,7 @@ def _routed(scores: list[float], correct: list[bool]) -> RoutedSet:
         )
         for ok in correct
     ]
-    return RoutedSet(["a"] * len(scores), decisions, np.array(scores))
+    return RoutedSet(labels=["a"] * len(scores), decisions=decisions, scores=np.array(scores))
 
 
 def test_calibration_asks_the_oos_recall_lower_bound_to_reach_the_target() -> None:

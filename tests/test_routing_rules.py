@@ -236,3 +236,55 @@ def test_near_duplicate_rules_of_one_system_merge_into_the_older_one(acme) -> No
             "SELECT is_active, deactivation_reason FROM routing_rules WHERE id = %s", (younger,)
         ).fetchone() == (False, f"merged into {older}")
         assert merge_near_duplicates(conn, MODEL, 0.8) == {}  # nothing left to merge
+
+
+def test_governance_blocked_and_unfinished_executions_are_no_evidence_anywhere(acme) -> None:
+    """One definition (routing/evidence.py) for the learner's reader, the rules' statistics and the
+    registry's rollups: executions governance blocked, or routed and not completed, are requests of
+    their kind (members, support) but say nothing about how the system did."""
+    from psycopg import sql
+
+    from clay_pipelines.routing.registry import rollup_shared_systems
+    from clay_pipelines.routing.rule_store import execution_batches, load_systems
+
+    texts = world.payroll_texts(20)
+    world.add_executions(acme, world.ACME, [(text, "payroll-bot", "governance_blocked") for text in texts])
+    with acme.tenant_transaction(world.ACME) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO executions (system_id, system_name, user_request, request_embedding, request_embedding_model, "
+            "governance_check, status, started_at, cost_usd, user_satisfaction) "
+            "VALUES (%s, 'payroll-bot', %s, %s, %s, '{}', 'partial', now() - interval '1 day', 5.00, 1)",
+            [
+                (world.SYSTEMS["payroll-bot"], text, vector, MODEL)
+                for text, vector in zip(texts, HashingEmbedder().encode(texts), strict=True)
+            ],
+        )
+    learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    with acme.tenant_transaction(world.ACME) as conn:
+        completed = {
+            status: set(flags)
+            for status, flags in conn.execute(
+                "SELECT status, array_agg(DISTINCT completed_at IS NOT NULL) FROM executions GROUP BY 1"
+            )
+        }
+        catalog = load_systems(conn)
+        flags: dict[str, set[bool]] = {}
+        statuses = dict(conn.execute("SELECT id, status FROM executions").fetchall())
+        for batch in execution_batches(conn, sql.SQL("TRUE"), (), catalog.column()):
+            for execution_id, flag in zip(batch.ids, batch.counted.tolist(), strict=True):
+                flags.setdefault(statuses[execution_id], set()).add(flag)
+        payroll = conn.execute(
+            "SELECT based_on_executions, success_rate, avg_cost_usd FROM routing_rules WHERE recommended_system_id = %s",
+            (world.SYSTEMS["payroll-bot"],),
+        ).fetchall()
+    assert completed == {"success": {True}, "failed": {True}, "governance_blocked": {True}, "partial": {False}}
+    assert flags == {"success": {True}, "failed": {True}, "governance_blocked": {False}, "partial": {False}}
+    # 130 members, of which 90 are evidence: 54 + 3 successes, every one of them at 0.01 USD.
+    assert payroll == [(130, Decimal("0.6333"), Decimal("0.010000"))]
+    rollup_shared_systems(acme)
+    with acme.maintenance_transaction(world.MaintenanceJob.SYSTEM_ROLLUPS) as conn:
+        figures = conn.execute(
+            "SELECT total_executions, successful_executions, avg_cost_usd, avg_user_satisfaction FROM systems "
+            "WHERE name = 'payroll-bot'"
+        ).fetchone()
+    assert figures == (60, 54, Decimal("0.010000"), Decimal("4.700"))

@@ -46,8 +46,6 @@ CURRENCY_SYMBOLS: dict[str, str | None] = {
     "R$": "BRL",
 }
 _CURRENCY_PATTERN = "|".join(re.escape(s) for s in sorted(CURRENCY_SYMBOLS, key=len, reverse=True))
-# A number as printed: optional sign or parentheses, digits with . , or space grouping, optional cents.
-_NUMBER = r"\(?-?\s*\d[\d.,\u00a0 ]*\d\)?|\(?-?\d\)?"
 AMOUNT_RE = re.compile(
     rf"(?P<pre>(?:{_CURRENCY_PATTERN})\s?)?(?P<sign>[-(])?\s*(?P<pre2>(?:{_CURRENCY_PATTERN})\s?)?"
     rf"(?P<number>[1-9]\d{{0,2}}(?:[.,\u00a0 ]\d{{3}})+(?:[.,]\d{{1,2}})?|\d+(?:[.,]\d{{1,2}})?|\d{{1,3}}(?:,\d{{3}})*,\d{{2}})"

@@ -1,8 +1,10 @@
 """Writing request embeddings: in bulk, per tenant, only what is missing or stale.
 
 Rows without a vector, or embedded by another embedder or version, are encoded in batches and
-written with binary COPY (pgvector's psycopg adapter) into a temporary table, then applied with one
-UPDATE ... FROM per batch. COPY cannot target executions directly: it is under row-level security.
+written with one UPDATE ... FROM per batch over arrays sent in binary: COPY cannot target executions
+(it is under row-level security) and the application role has no temporary tables.
+
+`embedder` is always an Embedder object; `embedding_model` is always its name@version tag.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def embed_executions(
     progress: Callable[[str], None] = lambda _: None,
 ) -> int:
     """Embed this tenant's executions that started in [start, end); returns how many were written."""
-    model = tag(embedder)
+    embedding_model = tag(embedder)
     written = 0
     while True:
         with db.tenant_transaction(tenant_id) as conn:
@@ -42,18 +44,18 @@ def embed_executions(
                 ORDER BY started_at, id
                 LIMIT %s
                 """,
-                (start, end, model, BATCH),
+                (start, end, embedding_model, BATCH),
             ).fetchall()
             if not rows:
                 return written
             vectors = embedder.encode([text for _, text in rows])
-            write_request_embeddings(conn, [execution_id for execution_id, _ in rows], vectors, model)
+            write_request_embeddings(conn, [execution_id for execution_id, _ in rows], vectors, embedding_model)
         written += len(rows)
-        progress(f"{written:,} executions embedded with {model}")
+        progress(f"{written:,} executions embedded with {embedding_model}")
 
 
-def days_to_embed(db: Database, tenant_id: UUID, model: str, since: datetime) -> dict[date, int]:
-    """Days (UTC, of started_at) since `since` with executions not embedded by `model`, and how many."""
+def days_to_embed(db: Database, tenant_id: UUID, embedding_model: str, since: datetime) -> dict[date, int]:
+    """Days (UTC, of started_at) since `since` with executions not embedded by `embedding_model`, and how many."""
     with db.tenant_transaction(tenant_id) as conn:
         rows = conn.execute(
             """
@@ -61,21 +63,21 @@ def days_to_embed(db: Database, tenant_id: UUID, model: str, since: datetime) ->
             WHERE started_at >= %s AND (request_embedding IS NULL OR request_embedding_model IS DISTINCT FROM %s)
             GROUP BY 1 ORDER BY 1
             """,
-            (since, model),
+            (since, embedding_model),
         ).fetchall()
     return {day: int(n) for day, n in rows}
 
 
 def write_request_embeddings(
-    conn: psycopg.Connection, execution_ids: Sequence[UUID], vectors: np.ndarray, model: str
+    conn: psycopg.Connection, execution_ids: Sequence[UUID], vectors: np.ndarray, embedding_model: str
 ) -> None:
-    """Set request_embedding (tagged `model`) of the given executions: one UPDATE ... FROM over
+    """Set request_embedding (tagged `embedding_model`) of the given executions: one UPDATE ... FROM over
     arrays sent in binary (the application role has no temporary tables). Runs in the caller's
     transaction."""
     conn.cursor(binary=True).execute(
         "UPDATE executions e SET request_embedding = b.embedding, request_embedding_model = %s "
         "FROM unnest(%s::uuid[], %s::vector[]) AS b(id, embedding) WHERE e.id = b.id",
-        (model, list(execution_ids), list(vectors)),
+        (embedding_model, list(execution_ids), list(vectors)),
     )
 
 
@@ -111,12 +113,12 @@ def copy_embedded_executions(conn: psycopg.Connection, rows: Iterable[tuple[Any,
 def _embed_capabilities(conn: psycopg.Connection, embedder: Embedder, shared: bool) -> int:
     """Capability vectors, from description and capabilities, of the systems that lack one from
     this embedder: the platform-wide skills (tenant_id NULL) or the ones tenants own."""
-    model = tag(embedder)
+    embedding_model = tag(embedder)
     owner = "tenant_id IS NULL" if shared else "tenant_id IS NOT NULL"
     rows = conn.execute(
         "SELECT id, coalesce(description, '') || ' ' || array_to_string(capabilities, ' ') FROM systems "
         f"WHERE {owner} AND capabilities_embedding_model IS DISTINCT FROM %s",
-        (model,),
+        (embedding_model,),
     ).fetchall()
     if not rows:
         return 0
@@ -124,7 +126,7 @@ def _embed_capabilities(conn: psycopg.Connection, embedder: Embedder, shared: bo
     with conn.cursor() as cursor:
         cursor.executemany(
             "UPDATE systems SET capabilities_embedding = %s, capabilities_embedding_model = %s WHERE id = %s",
-            [(vector, model, system_id) for (system_id, _), vector in zip(rows, vectors, strict=True)],
+            [(vector, embedding_model, system_id) for (system_id, _), vector in zip(rows, vectors, strict=True)],
         )
     return len(rows)
 

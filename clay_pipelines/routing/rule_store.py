@@ -1,9 +1,10 @@
 """Learning routing_rules for one tenant against the database: full re-cluster or incremental.
 
-Full: every execution embedded by the current embedder is streamed (in batches, once per pass:
-evidence, refinement, measuring; plus a bounded sample to fix the micro-clusters) through RuleLearner; the new clusters are matched to the
-tenant's stored rules by centroid similarity and update them in place; stored learned rules that
-match nothing are deactivated; memberships are rewritten.
+Full: every execution embedded by the current embedder is streamed through RuleLearner in batches,
+once per pass (evidence, refinement, measuring), after a bounded sample has fixed the
+micro-clusters; the new rules are matched to the tenant's stored rules by centroid similarity and
+update them in place; stored learned rules that match nothing are deactivated; memberships are
+rewritten.
 Incremental: only executions without a membership are read (once the tenant has rules, those of
 the last 30 days and the members of drifting rules). Each joins the rule whose prototype it
 is nearest to, when at least as alike as the rule's similarity floor; what stays unassigned (and
@@ -11,25 +12,32 @@ the members of drifting rules) is clustered on its own, and clusters that match 
 it. Statistics of the rules touched are then recomputed from memberships with set-based SQL.
 Everything for a tenant is written in one transaction. Rules written by people (auto_generated
 false) are never read for matching nor written.
+
+Which executions are evidence (their outcome counts) is routing/evidence.py's one definition, both
+in the batches the learner reads and in the statistics recomputed from memberships. `embedding_model`
+is always an embedder's name@version tag; `embedder_name` its name alone (the learner's merge
+thresholds depend on it).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
 
 from clay_pipelines.db import Database
+from clay_pipelines.routing.evidence import counts_as_evidence
 from clay_pipelines.routing.learning import (
     FLOOR_TOLERANCE,
     Evidence,
@@ -50,12 +58,9 @@ from clay_pipelines.routing.learning import (
 BATCH = 10_000
 CATCH_ALL_NAME = "clay-consigliere"
 LEARNER = "routing-learner"  # routing_rules.created_by of learned rules (the router relies on it)
-# Executions whose outcome is known: a routed request that has not completed says nothing yet,
-# and a governance refusal says nothing about the system.
-OUTCOME_KNOWN = "completed_at IS NOT NULL"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SystemCatalog:
     ids: list[UUID]
     names: list[str]
@@ -78,7 +83,9 @@ class SystemCatalog:
 
 
 def load_systems(conn: psycopg.Connection) -> SystemCatalog:
-    rows = conn.execute("SELECT id, name, status, constitution FROM systems ORDER BY name, id").fetchall()
+    rows = conn.execute(
+        "SELECT id, name, status, public.clay_effective_constitution(id) FROM systems ORDER BY name, id"
+    ).fetchall()
     return SystemCatalog(
         ids=[r[0] for r in rows],
         names=[r[1] for r in rows],
@@ -98,11 +105,11 @@ def learner_settings(catalog: SystemCatalog, **overrides: Any) -> LearnerSetting
     return LearnerSettings(**values)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LearningReport:
     tenant_id: UUID
-    embedder: str
-    mode: str
+    embedding_model: str
+    mode: str  # full | incremental
     executions_read: int = 0
     assigned: int = 0
     created: int = 0
@@ -113,26 +120,62 @@ class LearningReport:
     seconds: float = 0.0
     top_rules: list[dict[str, Any]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out["tenant_id"] = str(self.tenant_id)
-        return out
+
+@dataclass(frozen=True, kw_only=True)
+class _Where:
+    """A condition composed into one query, with its parameters."""
+
+    condition: sql.Composable
+    params: tuple = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _TenantLearning:
+    """What every step of one tenant's learning run works with, inside its one transaction."""
+
+    conn: psycopg.Connection
+    catalog: SystemCatalog
+    settings: LearnerSettings
+    embedding_model: str
+    embedder_name: str
+    report: LearningReport
+    progress: Callable[[str], None]
+
+
+def _start(
+    conn: psycopg.Connection,
+    report: LearningReport,
+    embedder_name: str,
+    settings: LearnerSettings | None,
+    progress: Callable[[str], None],
+) -> _TenantLearning:
+    catalog = load_systems(conn)
+    return _TenantLearning(
+        conn=conn,
+        catalog=catalog,
+        settings=settings or learner_settings(catalog),
+        embedding_model=report.embedding_model,
+        embedder_name=embedder_name,
+        report=report,
+        progress=progress,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading executions
 
 
-_EXECUTION_COLUMNS = """
-    e.id, e.request_embedding, e.system_id, e.status, e.user_satisfaction, e.cost_usd, e.duration_ms,
-    e.user_request, e.completed_at IS NOT NULL AND e.status <> 'governance_blocked'
-"""
+_EVIDENCE = counts_as_evidence("e")
+_EXECUTION_COLUMNS = sql.SQL(
+    "e.id, e.request_embedding, e.system_id, e.status, e.user_satisfaction, e.cost_usd, e.duration_ms, "
+    "e.user_request, {evidence}"
+).format(evidence=_EVIDENCE)
 # The refinement and measuring passes need no texts nor satisfaction, cost or duration: leaving
 # them out saves building millions of Python values per pass.
-_LEAN_COLUMNS = """
-    e.id, e.request_embedding, e.system_id, e.status, NULL::numeric, NULL::numeric, NULL::integer, ''::text,
-    e.completed_at IS NOT NULL AND e.status <> 'governance_blocked'
-"""
+_LEAN_COLUMNS = sql.SQL(
+    "e.id, e.request_embedding, e.system_id, e.status, NULL::numeric, NULL::numeric, NULL::integer, ''::text, "
+    "{evidence}"
+).format(evidence=_EVIDENCE)
 
 
 class _RawVectorLoader(Loader):
@@ -152,24 +195,29 @@ def _decode_vectors(raw: list[bytes]) -> np.ndarray:
     return np.vstack([np.frombuffer(r, dtype=">f4", offset=4) for r in raw]).astype(np.float32)
 
 
-def _batches(
+def execution_batches(
     conn: psycopg.Connection,
-    where: str,
+    condition: sql.Composable,
     params: tuple,
     columns: dict[UUID, int],
     sample: float | None = None,
     lean: bool = False,
 ) -> Iterator[ExecutionBatch]:
-    sql = f"SELECT {_LEAN_COLUMNS if lean else _EXECUTION_COLUMNS} FROM executions e WHERE {where}"
+    """The executions `e` meeting `condition`, as the learner reads them, BATCH at a time (through a
+    server-side cursor): `columns` maps system ids to the learner's system columns, `sample` keeps
+    about that share of the rows, and a batch's `counted` is routing/evidence.py's definition."""
+    query = sql.SQL("SELECT {columns} FROM executions e WHERE {condition}").format(
+        columns=_LEAN_COLUMNS if lean else _EXECUTION_COLUMNS, condition=condition
+    )
     if sample is not None:
-        sql += " AND random() < %s"
+        query += sql.SQL(" AND random() < %s")
         params = (*params, sample)
     vector_type = conn.adapters.types.get("vector")
     with conn.cursor(name="routing_learner_executions", binary=True) as cursor:
         if vector_type is not None:
             cursor.adapters.register_loader(vector_type.oid, _RawVectorLoader)
         cursor.itersize = BATCH
-        cursor.execute(sql, params)
+        cursor.execute(query, params)
         while rows := cursor.fetchmany(BATCH):
             yield _to_batch(rows, columns)
 
@@ -202,47 +250,51 @@ def as_array(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-class _Source:
-    """Batches of a query, kept in memory when they fit the sample size, else re-read per pass."""
+def _stack(vectors: Iterable[np.ndarray]) -> np.ndarray:
+    """Vectors as the rows of one matrix; no vectors, a (0, 1) matrix."""
+    rows = list(vectors)
+    return np.vstack(rows) if rows else np.zeros((0, 1), np.float32)
 
-    def __init__(
-        self, conn: psycopg.Connection, where: str, params: tuple, columns: dict[UUID, int], limit: int
-    ) -> None:
-        self.conn, self.where, self.params, self.columns = conn, where, params, columns
-        self.count = conn.execute(f"SELECT count(*) FROM executions e WHERE {where}", params).fetchone()[0]
-        self.cached = list(_batches(conn, where, params, columns)) if self.count <= limit else None
-        self.limit = limit
+
+class _Source:
+    """Batches of a selection, kept in memory when they fit the sample size, else re-read per pass."""
+
+    def __init__(self, conn: psycopg.Connection, selection: _Where, columns: dict[UUID, int], limit: int) -> None:
+        self.conn, self.selection, self.columns, self.limit = conn, selection, columns, limit
+        count = sql.SQL("SELECT count(*) FROM executions e WHERE {where}").format(where=selection.condition)
+        self.count = conn.execute(count, selection.params).fetchone()[0]
+        self.cached = list(self._batches()) if self.count <= limit else None
 
     def passes(self, lean: bool = False) -> Iterator[ExecutionBatch]:
         """Every execution once; `lean` batches carry no texts, satisfaction, cost nor duration."""
         if self.cached is not None:
             yield from self.cached
         else:
-            yield from _batches(self.conn, self.where, self.params, self.columns, lean=lean)
+            yield from self._batches(lean=lean)
 
     def sample(self, seed: int) -> np.ndarray:
         if self.cached is not None:
             return np.vstack([b.vectors for b in self.cached])
         self.conn.execute("SELECT setseed(%s)", (((seed % 1000) / 1000.0),))
-        chunks = [
-            b.vectors for b in _batches(self.conn, self.where, self.params, self.columns, self.limit / self.count)
-        ]
-        return np.vstack(chunks)
+        return np.vstack([b.vectors for b in self._batches(sample=self.limit / self.count)])
+
+    def _batches(self, sample: float | None = None, lean: bool = False) -> Iterator[ExecutionBatch]:
+        selection = self.selection
+        return execution_batches(self.conn, selection.condition, selection.params, self.columns, sample, lean)
 
 
-def _learn(
-    source: _Source,
-    catalog: SystemCatalog,
-    embedder_name: str,
-    settings: LearnerSettings,
-    progress: Callable[[str], None],
-) -> tuple[RuleLearner, list[tuple[list, np.ndarray, np.ndarray]]]:
-    learner = RuleLearner(len(catalog.ids), embedder_name, settings)
+Assignments = list[tuple[list, np.ndarray, np.ndarray]]  # per batch: execution ids, rule index (-1: none), similarity
+
+
+def _learn(run: _TenantLearning, source: _Source) -> tuple[RuleLearner, Assignments]:
+    """The learner's passes over the source: sample, evidence, refinement, measuring."""
+    settings = run.settings
+    learner = RuleLearner(len(run.catalog.ids), run.embedder_name, settings)
     learner.fit(source.sample(settings.seed), source.count)
-    progress(f"{len(learner.micro)} micro-clusters fitted on {source.count:,} executions")
+    run.progress(f"{len(learner.micro)} micro-clusters fitted on {source.count:,} executions")
     for batch in source.passes():
         learner.accumulate(batch)
-    learner.build(catalog.active)
+    learner.build(run.catalog.active)
     for _ in range(settings.refine_passes):
         for batch in source.passes(lean=True):
             learner.refine(batch)
@@ -252,7 +304,7 @@ def _learn(
         rule, sims = learner.measure(batch)
         assignments.append((batch.ids, rule, sims))
     learner.finish()
-    progress(f"{len(learner.rules)} clusters with at least {settings.min_rule_executions} executions")
+    run.progress(f"{len(learner.rules)} clusters with at least {settings.min_rule_executions} executions")
     return learner, assignments
 
 
@@ -260,16 +312,24 @@ def _learn(
 # Writing
 
 
-def _stored_rules(conn: psycopg.Connection, model: str) -> list[tuple[UUID, np.ndarray, bool]]:
+@dataclass(frozen=True, kw_only=True)
+class _StoredRule:
+    id: UUID
+    centroid: np.ndarray
+    active: bool
+
+
+def _stored_rules(conn: psycopg.Connection, embedding_model: str) -> list[_StoredRule]:
+    """The tenant's learned rules of this embedder, oldest first."""
     rows = conn.execute(
         "SELECT id, request_embedding, is_active FROM routing_rules "
         "WHERE auto_generated AND request_embedding_model = %s ORDER BY created_at, id",
-        (model,),
+        (embedding_model,),
     ).fetchall()
-    return [(r[0], as_array(r[1]), r[2]) for r in rows]
+    return [_StoredRule(id=r[0], centroid=as_array(r[1]), active=r[2]) for r in rows]
 
 
-def _write_prototypes(conn: psycopg.Connection, rules: dict[UUID, LearnedRule], model: str) -> None:
+def _write_prototypes(conn: psycopg.Connection, rules: dict[UUID, LearnedRule], embedding_model: str) -> None:
     """Replace the prototypes of these rules, all in one statement batch."""
     conn.execute("DELETE FROM routing_rule_prototypes WHERE rule_id = ANY(%s)", (list(rules),))
     with conn.cursor() as cursor:
@@ -277,7 +337,7 @@ def _write_prototypes(conn: psycopg.Connection, rules: dict[UUID, LearnedRule], 
             "INSERT INTO routing_rule_prototypes (rule_id, ordinal, embedding, embedding_model, members) "
             "VALUES (%s, %s, %s, %s, %s)",
             [
-                (rule_id, i, p, model, int(n))
+                (rule_id, i, p, embedding_model, int(n))
                 for rule_id, rule in rules.items()
                 for i, (p, n) in enumerate(zip(rule.prototypes, rule.prototype_members, strict=True))
             ],
@@ -287,7 +347,7 @@ def _write_prototypes(conn: psycopg.Connection, rules: dict[UUID, LearnedRule], 
 _MEMBERSHIP_BATCH = 50_000
 
 
-def _save_memberships(conn: psycopg.Connection, rows: Iterator[tuple[UUID, UUID, float]], model: str) -> int:
+def _save_memberships(conn: psycopg.Connection, rows: Iterator[tuple[UUID, UUID, float]], embedding_model: str) -> int:
     """Upsert memberships in batches of arrays sent in binary (the application role has no
     temporary tables, and COPY cannot write a table under row-level security)."""
     written = 0
@@ -302,7 +362,7 @@ def _save_memberships(conn: psycopg.Connection, rows: Iterator[tuple[UUID, UUID,
               SET rule_id = EXCLUDED.rule_id, similarity = EXCLUDED.similarity,
                   embedding_model = EXCLUDED.embedding_model, assigned_at = now()
             """,
-            (model, list(execution_ids), list(rule_ids), [float(s) for s in similarities]),
+            (embedding_model, list(execution_ids), list(rule_ids), [float(s) for s in similarities]),
         )
         written += len(batch)
     return written
@@ -321,138 +381,203 @@ def _deactivate(conn: psycopg.Connection, rule_ids: list[UUID], reason: str) -> 
     return result.rowcount
 
 
+# ---------------------------------------------------------------------------------------------
+# Statistics of rules, from their memberships
+
+
+@dataclass(frozen=True, kw_only=True)
+class _MemberFigures:
+    """What a rule's memberships say about its shape: how many, and how alike to the rule."""
+
+    rule_id: UUID
+    support: int
+    median_similarity: float
+    similarity_floor: float
+    cohesion: float  # mean similarity
+    centroid: np.ndarray
+
+
+_MEMBER_FIGURES = sql.SQL(
+    """
+    SELECT m.rule_id, count(*),
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY m.similarity),
+           percentile_cont(0.05) WITHIN GROUP (ORDER BY m.similarity) - %s,
+           avg(m.similarity), r.request_embedding
+    FROM routing_memberships m JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
+    WHERE m.embedding_model = %s{scope}
+    GROUP BY m.rule_id, r.request_embedding
+    """
+)
+# Columns in the order of Evidence's fields: only executions that are evidence count.
+_MEMBER_EVIDENCE = sql.SQL(
+    """
+    SELECT m.rule_id, e.system_id, count(*), count(*) FILTER (WHERE e.status = 'success'),
+           sum(e.user_satisfaction), count(e.user_satisfaction), sum(e.cost_usd), count(e.cost_usd),
+           sum(e.duration_ms), count(e.duration_ms)
+    FROM routing_memberships m JOIN executions e ON e.id = m.execution_id
+    JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
+    WHERE m.embedding_model = %s AND {evidence}{scope}
+    GROUP BY m.rule_id, e.system_id
+    """
+)
+
+
+def _member_scope(only: Collection[UUID] | None) -> _Where:
+    """All the tenant's memberships `m`, or only those of these rules."""
+    if only is None:
+        return _Where(condition=sql.SQL(""))
+    return _Where(condition=sql.SQL(" AND m.rule_id = ANY(%s)"), params=(list(only),))
+
+
+def _member_figures(conn: psycopg.Connection, embedding_model: str, scope: _Where) -> list[_MemberFigures]:
+    rows = conn.execute(
+        _MEMBER_FIGURES.format(scope=scope.condition), (FLOOR_TOLERANCE, embedding_model, *scope.params)
+    ).fetchall()
+    return [
+        _MemberFigures(
+            rule_id=rule_id,
+            support=int(support),
+            median_similarity=median,
+            similarity_floor=floor,
+            cohesion=float(cohesion),
+            centroid=as_array(embedding),
+        )
+        for rule_id, support, median, floor, cohesion, embedding in rows
+    ]
+
+
+def _member_evidence(
+    conn: psycopg.Connection, catalog: SystemCatalog, embedding_model: str, scope: _Where, index: dict[UUID, int]
+) -> Evidence:
+    """Evidence per rule (rows in `index` order) and system, from the executions of its members."""
+    query = _MEMBER_EVIDENCE.format(evidence=_EVIDENCE, scope=scope.condition)
+    evidence = Evidence.zeros(len(index), max(len(catalog.ids), 1))
+    columns = catalog.column()
+    for rule_id, system_id, *sums in conn.execute(query, (embedding_model, *scope.params)):
+        if system_id in columns:
+            for evidence_field, value in zip(fields(Evidence), sums, strict=True):
+                getattr(evidence, evidence_field.name)[index[rule_id], columns[system_id]] = float(value or 0)
+    return evidence
+
+
+def _margins_against_active_rules(
+    conn: psycopg.Connection, embedding_model: str, figures: list[_MemberFigures]
+) -> np.ndarray:
+    """Each rule's margin against every other active learned rule of the embedder."""
+    if not figures:
+        return np.ones(0)
+    others = conn.execute(
+        "SELECT request_embedding FROM routing_rules WHERE auto_generated AND is_active "
+        "AND request_embedding_model = %s AND NOT (id = ANY(%s))",
+        (embedding_model, [f.rule_id for f in figures]),
+    ).fetchall()
+    centroids = normalise_rows(np.vstack([f.centroid for f in figures]))
+    return margins(centroids, normalise_rows(np.vstack([as_array(r[0]) for r in others])) if others else None)
+
+
+def _rules_without_members(
+    conn: psycopg.Connection, embedding_model: str, with_members: list[UUID], only: Collection[UUID] | None
+) -> list[UUID]:
+    """Active learned rules (all, or `only` these) without a single membership: no support at all."""
+    scope = None if only is None else list(only)
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM routing_rules WHERE auto_generated AND is_active AND request_embedding_model = %s "
+            "AND NOT (id = ANY(%s)) AND (%s::uuid[] IS NULL OR id = ANY(%s))",
+            (embedding_model, with_members, scope, scope),
+        )
+    ]
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _statistics_row(
+    rule: _MemberFigures,
+    evidence: Evidence,
+    row: int,
+    margin: float,
+    catalog: SystemCatalog,
+    settings: LearnerSettings,
+) -> tuple | None:
+    """The parameters of _UPDATE_STATISTICS for one rule, or None when it has lost its support or
+    every system it could recommend."""
+    ranking = rank_systems(evidence, row, settings.weights, settings)
+    summary = summarise_group(evidence, row, ranking, catalog.active)
+    if rule.support < settings.min_rule_executions or summary is None:
+        return None
+    recommended, alternatives = summary
+    confidence = rule_confidence(
+        rule.support,
+        max(rule.cohesion, 0.0),
+        margin,
+        float(ranking.wilson[recommended]),
+        settings.min_rule_executions,
+    )
+    duration_n = evidence.duration_n[row].sum()
+    return (
+        catalog.ids[recommended],
+        [catalog.ids[s] for s in alternatives[: settings.max_alternatives]],
+        rule.support,
+        _decimal(_ratio(evidence.successes[row].sum(), evidence.executions[row].sum()), 4),
+        _decimal(_ratio(evidence.cost_sum[row].sum(), evidence.cost_n[row].sum()), 6),
+        round(evidence.duration_sum[row].sum() / duration_n) if duration_n else None,
+        _decimal(confidence, 4),
+        _decimal(rule.median_similarity, 4),
+        _decimal(rule.similarity_floor, 4),
+        rule.rule_id,
+    )
+
+
+_UPDATE_STATISTICS = """
+UPDATE routing_rules SET
+  recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
+  success_rate = %s, avg_cost_usd = %s, avg_duration_ms = %s, confidence_score = %s,
+  member_similarity = %s, similarity_floor = %s, last_validated = now(), updated_at = now()
+WHERE id = %s AND auto_generated
+"""
+
+
 def refresh_rule_statistics(
     conn: psycopg.Connection,
     catalog: SystemCatalog,
     settings: LearnerSettings,
-    model: str,
+    embedding_model: str,
     only: Collection[UUID] | None = None,
 ) -> list[UUID]:
     """Recompute the tenant's active learned rules (all of them, or `only` these) from their
     memberships: recommendation, alternatives, support, rates, similarity figures and confidence
     (its margin against every other active rule). Rules whose support fell below the minimum are
     deactivated; returns their ids."""
-    columns = catalog.column()
-    scope, scope_params = ("", ()) if only is None else (" AND m.rule_id = ANY(%s)", (list(only),))
-    per_system = conn.execute(
-        f"""
-        SELECT m.rule_id, e.system_id,
-               count(*) FILTER (WHERE e.{OUTCOME_KNOWN} AND e.status <> 'governance_blocked'),
-               count(*) FILTER (WHERE e.status = 'success' AND e.{OUTCOME_KNOWN}),
-               sum(e.user_satisfaction) FILTER (WHERE e.status <> 'governance_blocked'),
-               count(e.user_satisfaction) FILTER (WHERE e.status <> 'governance_blocked'),
-               sum(e.cost_usd) FILTER (WHERE e.{OUTCOME_KNOWN} AND e.status <> 'governance_blocked'),
-               count(e.cost_usd) FILTER (WHERE e.{OUTCOME_KNOWN} AND e.status <> 'governance_blocked'),
-               sum(e.duration_ms) FILTER (WHERE e.{OUTCOME_KNOWN} AND e.status <> 'governance_blocked'),
-               count(e.duration_ms) FILTER (WHERE e.{OUTCOME_KNOWN} AND e.status <> 'governance_blocked')
-        FROM routing_memberships m JOIN executions e ON e.id = m.execution_id
-        JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
-        WHERE m.embedding_model = %s{scope}
-        GROUP BY m.rule_id, e.system_id
-        """,
-        (model, *scope_params),
-    ).fetchall()
-    shape = conn.execute(
-        f"""
-        SELECT m.rule_id, count(*),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY m.similarity),
-               percentile_cont(0.05) WITHIN GROUP (ORDER BY m.similarity) - %s,
-               avg(m.similarity), r.request_embedding
-        FROM routing_memberships m JOIN routing_rules r ON r.id = m.rule_id AND r.is_active AND r.auto_generated
-        WHERE m.embedding_model = %s{scope}
-        GROUP BY m.rule_id, r.request_embedding
-        """,
-        (FLOOR_TOLERANCE, model, *scope_params),
-    ).fetchall()
-    rule_ids = [r[0] for r in shape]
-    index = {rule_id: i for i, rule_id in enumerate(rule_ids)}
-    evidence = Evidence.zeros(len(rule_ids), max(len(catalog.ids), 1))
-    for rule_id, system_id, n, ok, sat, sat_n, cost, cost_n, dur, dur_n in per_system:
-        if system_id not in columns:
-            continue
-        row, col = index[rule_id], columns[system_id]
-        evidence.executions[row, col] = n
-        evidence.successes[row, col] = ok
-        evidence.satisfaction_sum[row, col] = float(sat or 0)
-        evidence.satisfaction_n[row, col] = sat_n
-        evidence.cost_sum[row, col] = float(cost or 0)
-        evidence.cost_n[row, col] = cost_n
-        evidence.duration_sum[row, col] = float(dur or 0)
-        evidence.duration_n[row, col] = dur_n
-    centroids = normalise_rows(np.vstack([as_array(r[5]) for r in shape])) if shape else None
-    other_rows = conn.execute(
-        "SELECT request_embedding FROM routing_rules WHERE auto_generated AND is_active "
-        "AND request_embedding_model = %s AND NOT (id = ANY(%s))",
-        (model, rule_ids),
-    ).fetchall()
-    others = normalise_rows(np.vstack([as_array(r[0]) for r in other_rows])) if other_rows else None
-    rule_margins = margins(centroids, others) if centroids is not None else []
-    # Active learned rules in scope without a single membership left have no support at all.
-    gone: list[UUID] = [
-        r[0]
-        for r in conn.execute(
-            "SELECT id FROM routing_rules WHERE auto_generated AND is_active AND request_embedding_model = %s "
-            "AND NOT (id = ANY(%s)) AND (%s::uuid[] IS NULL OR id = ANY(%s))",
-            (model, rule_ids, None if only is None else list(only), None if only is None else list(only)),
-        )
-    ]
+    scope = _member_scope(only)
+    figures = _member_figures(conn, embedding_model, scope)
+    index = {rule.rule_id: i for i, rule in enumerate(figures)}
+    evidence = _member_evidence(conn, catalog, embedding_model, scope, index)
+    rule_margins = _margins_against_active_rules(conn, embedding_model, figures)
+    gone = _rules_without_members(conn, embedding_model, list(index), only)
     updates: list[tuple] = []
-    for i, (rule_id, support, median, floor, cohesion, _) in enumerate(shape):
-        ranking = rank_systems(evidence, i, settings.weights, settings)
-        summary = summarise_group(evidence, i, ranking, catalog.active)
-        if support < settings.min_rule_executions or summary is None:
-            gone.append(rule_id)
-            continue
-        recommended, alternatives = summary
-        n_all = evidence.executions[i].sum()
-        confidence = rule_confidence(
-            int(support),
-            max(float(cohesion), 0.0),
-            float(rule_margins[i]),
-            float(ranking.wilson[recommended]),
-            settings.min_rule_executions,
-        )
-        updates.append(
-            (
-                catalog.ids[recommended],
-                [catalog.ids[s] for s in alternatives[: settings.max_alternatives]],
-                int(support),
-                _decimal(evidence.successes[i].sum() / n_all if n_all else None, 4),
-                _decimal(
-                    evidence.cost_sum[i].sum() / evidence.cost_n[i].sum() if evidence.cost_n[i].sum() else None, 6
-                ),
-                round(evidence.duration_sum[i].sum() / evidence.duration_n[i].sum())
-                if evidence.duration_n[i].sum()
-                else None,
-                _decimal(confidence, 4),
-                _decimal(median, 4),
-                _decimal(floor, 4),
-                rule_id,
-            )
-        )
+    for i, rule in enumerate(figures):
+        update = _statistics_row(rule, evidence, i, float(rule_margins[i]), catalog, settings)
+        if update is None:
+            gone.append(rule.rule_id)
+        else:
+            updates.append(update)
     with conn.cursor() as cursor:
-        cursor.executemany(
-            """
-            UPDATE routing_rules SET
-              recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
-              success_rate = %s, avg_cost_usd = %s, avg_duration_ms = %s, confidence_score = %s,
-              member_similarity = %s, similarity_floor = %s, last_validated = now(), updated_at = now()
-            WHERE id = %s AND auto_generated
-            """,
-            updates,
-        )
+        cursor.executemany(_UPDATE_STATISTICS, updates)
     _deactivate(conn, gone, "support below min_rule_executions")
     return gone
 
 
-def merge_near_duplicates(conn: psycopg.Connection, model: str, threshold: float) -> dict[UUID, UUID]:
+def merge_near_duplicates(conn: psycopg.Connection, embedding_model: str, threshold: float) -> dict[UUID, UUID]:
     """Active learned rules of the tenant that recommend the same system and whose centroids are at
     least `threshold` alike are one rule: the younger one's members move to the older one, and the
     younger one is deactivated. Returns {rule merged away: the rule it went into}."""
     rows = conn.execute(
         "SELECT id, request_embedding, recommended_system_id FROM routing_rules "
         "WHERE auto_generated AND is_active AND request_embedding_model = %s ORDER BY created_at, id",
-        (model,),
+        (embedding_model,),
     ).fetchall()
     if len(rows) < 2:
         return {}
@@ -481,72 +606,65 @@ def _decimal(value: float | None, places: int) -> Decimal | None:
     return round(Decimal(str(float(value))), places)
 
 
+# ---------------------------------------------------------------------------------------------
+# Learned rules into stored ones
+
+
+_UPDATE_LEARNED = """
+UPDATE routing_rules SET request_pattern = %s, request_embedding = %s, request_embedding_model = %s,
+  recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
+  confidence_score = %s, is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
+  updated_at = now()
+WHERE id = %s AND auto_generated
+"""
+_INSERT_LEARNED = """
+INSERT INTO routing_rules (id, request_pattern, request_embedding, request_embedding_model,
+  recommended_system_id, alternative_systems, based_on_executions, confidence_score,
+  auto_generated, created_by)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true, %s)
+"""
+
+
+def _rule_values(run: _TenantLearning, rule: LearnedRule) -> tuple:
+    """A learned rule's columns, in the order _UPDATE_LEARNED and _INSERT_LEARNED share."""
+    ids = run.catalog.ids
+    return (
+        rule.pattern,
+        rule.centroid,
+        run.embedding_model,
+        ids[rule.recommended],
+        [ids[s] for s in rule.alternatives],
+        rule.executions,
+        _decimal(rule.confidence, 4),
+    )
+
+
+def _membership_rows(assignments: Assignments, rule_ids: dict[int, UUID]) -> Iterator[tuple[UUID, UUID, float]]:
+    for ids, rule, sims in assignments:
+        for execution_id, r, s in zip(ids, rule.tolist(), sims.tolist(), strict=True):
+            if r >= 0:
+                yield execution_id, rule_ids[r], s
+
+
 def _upsert_learned(
-    conn: psycopg.Connection,
-    learner: RuleLearner,
-    assignments: list[tuple[list, np.ndarray, np.ndarray]],
-    stored: list[tuple[UUID, np.ndarray, bool]],
-    model: str,
-    settings: LearnerSettings,
-    catalog: SystemCatalog,
-    report: LearningReport,
+    run: _TenantLearning, learner: RuleLearner, assignments: Assignments, stored: list[_StoredRule]
 ) -> dict[int, UUID]:
-    """Match learned clusters to stored rules, update or insert them, write prototypes and
+    """Match learned rules to stored rules, update or insert them, write prototypes and
     memberships. Returns {learned rule index: rule id}."""
     rules = learner.rules
-    new_centroids = np.vstack([r.centroid for r in rules]) if rules else np.zeros((0, 1), np.float32)
-    old_centroids = np.vstack([c for _, c, _ in stored]) if stored else np.zeros((0, 1), np.float32)
-    matched = match_rules(new_centroids, old_centroids, settings.identity_similarity)
-    rule_ids: dict[int, UUID] = {}
-    updates: list[tuple] = []
-    inserts: list[tuple] = []
-    for i, rule in enumerate(rules):
-        values = (
-            rule.pattern,
-            rule.centroid,
-            model,
-            catalog.ids[rule.recommended],
-            [catalog.ids[s] for s in rule.alternatives],
-            rule.executions,
-            _decimal(rule.confidence, 4),
-        )
-        if i in matched:
-            rule_ids[i] = stored[matched[i]][0]
-            updates.append((*values, rule_ids[i]))
-        else:
-            rule_ids[i] = uuid4()
-            inserts.append((rule_ids[i], *values, LEARNER))
-    with conn.cursor() as cursor:
-        cursor.executemany(
-            """
-            UPDATE routing_rules SET request_pattern = %s, request_embedding = %s, request_embedding_model = %s,
-              recommended_system_id = %s, alternative_systems = %s, based_on_executions = %s,
-              confidence_score = %s, is_active = true, deactivated_at = NULL, deactivation_reason = NULL,
-              updated_at = now()
-            WHERE id = %s AND auto_generated
-            """,
-            updates,
-        )
-        cursor.executemany(
-            """
-            INSERT INTO routing_rules (id, request_pattern, request_embedding, request_embedding_model,
-              recommended_system_id, alternative_systems, based_on_executions, confidence_score,
-              auto_generated, created_by)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true, %s)
-            """,
-            inserts,
-        )
-    report.updated += len(updates)
-    report.created += len(inserts)
-    _write_prototypes(conn, {rule_ids[i]: rule for i, rule in enumerate(rules)}, model)
-
-    def membership_rows() -> Iterator[tuple[UUID, UUID, float]]:
-        for ids, rule, sims in assignments:
-            for execution_id, r, s in zip(ids, rule.tolist(), sims.tolist(), strict=True):
-                if r >= 0:
-                    yield execution_id, rule_ids[r], s
-
-    report.assigned += _save_memberships(conn, membership_rows(), model)
+    matched = match_rules(
+        _stack(r.centroid for r in rules), _stack(s.centroid for s in stored), run.settings.identity_similarity
+    )
+    rule_ids = {i: stored[matched[i]].id if i in matched else uuid4() for i in range(len(rules))}
+    updates = [(*_rule_values(run, rule), rule_ids[i]) for i, rule in enumerate(rules) if i in matched]
+    inserts = [(rule_ids[i], *_rule_values(run, rule), LEARNER) for i, rule in enumerate(rules) if i not in matched]
+    with run.conn.cursor() as cursor:
+        cursor.executemany(_UPDATE_LEARNED, updates)
+        cursor.executemany(_INSERT_LEARNED, inserts)
+    run.report.updated += len(updates)
+    run.report.created += len(inserts)
+    _write_prototypes(run.conn, {rule_ids[i]: rule for i, rule in enumerate(rules)}, run.embedding_model)
+    run.report.assigned += _save_memberships(run.conn, _membership_rows(assignments, rule_ids), run.embedding_model)
     return rule_ids
 
 
@@ -557,34 +675,32 @@ def _upsert_learned(
 def learn_rules_full(
     db: Database,
     tenant_id: UUID,
-    model: str,
+    embedding_model: str,
     embedder_name: str,
     settings: LearnerSettings | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> LearningReport:
-    """Re-cluster every execution of the tenant embedded by `model`."""
+    """Re-cluster every execution of the tenant embedded by `embedding_model`."""
     started = time.perf_counter()
-    report = LearningReport(tenant_id, model, "full")
+    report = LearningReport(tenant_id=tenant_id, embedding_model=embedding_model, mode="full")
     with db.tenant_transaction(tenant_id) as conn:
-        catalog = load_systems(conn)
-        settings = settings or learner_settings(catalog)
-        source = _Source(conn, "e.request_embedding_model = %s", (model,), catalog.column(), settings.sample_size)
+        run = _start(conn, report, embedder_name, settings, progress)
+        embedded = _Where(condition=sql.SQL("e.request_embedding_model = %s"), params=(embedding_model,))
+        source = _Source(conn, embedded, run.catalog.column(), run.settings.sample_size)
         report.executions_read = source.count
-        report.deactivated += _retire_other_embedders(conn, model)
-        stored = _stored_rules(conn, model)
+        report.deactivated += _retire_other_embedders(conn, embedding_model)
+        stored = _stored_rules(conn, embedding_model)
         if source.count:
-            learner, assignments = _learn(source, catalog, embedder_name, settings, progress)
+            learner, assignments = _learn(run, source)
         else:
-            learner, assignments = RuleLearner(len(catalog.ids), embedder_name, settings), []
+            learner, assignments = RuleLearner(len(run.catalog.ids), embedder_name, run.settings), []
         conn.execute("DELETE FROM routing_memberships")
-        rule_ids = _upsert_learned(conn, learner, assignments, stored, model, settings, catalog, report)
-        kept = set(rule_ids.values())
-        report.deactivated += _deactivate(
-            conn, [rule_id for rule_id, _, active in stored if active and rule_id not in kept], "no longer supported"
-        )
-        report.deactivated += len(merge_near_duplicates(conn, model, settings.identity_similarity))
-        report.deactivated += len(refresh_rule_statistics(conn, catalog, settings, model))
-        _finish_report(conn, report, model)
+        kept = set(_upsert_learned(run, learner, assignments, stored).values())
+        unsupported = [rule.id for rule in stored if rule.active and rule.id not in kept]
+        report.deactivated += _deactivate(conn, unsupported, "no longer supported")
+        report.deactivated += len(merge_near_duplicates(conn, embedding_model, run.settings.identity_similarity))
+        report.deactivated += len(refresh_rule_statistics(conn, run.catalog, run.settings, embedding_model))
+        _finish_report(conn, report, embedding_model)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -592,7 +708,7 @@ def learn_rules_full(
 def learn_rules_incremental(
     db: Database,
     tenant_id: UUID,
-    model: str,
+    embedding_model: str,
     embedder_name: str,
     settings: LearnerSettings | None = None,
     drift_days: int = 30,
@@ -606,114 +722,157 @@ def learn_rules_incremental(
     drifting rules) are considered: an old execution that no rule took is left to the full
     re-cluster, so a daily run does not re-read the history it already passed over."""
     started = time.perf_counter()
-    report = LearningReport(tenant_id, model, "incremental")
+    report = LearningReport(tenant_id=tenant_id, embedding_model=embedding_model, mode="incremental")
     with db.tenant_transaction(tenant_id) as conn:
-        catalog = load_systems(conn)
-        settings = settings or learner_settings(catalog)
+        run = _start(conn, report, embedder_name, settings, progress)
         # First, so that the executions they held are free to join this embedder's rules.
-        report.deactivated += _retire_other_embedders(conn, model)
-        drifting = conn.execute(
-            """
-            SELECT r.id FROM executions e
-            JOIN routing_memberships m ON m.execution_id = e.id
-            JOIN routing_rules r ON r.id = m.rule_id
-            WHERE r.auto_generated AND r.is_active AND r.request_embedding_model = %s
-              AND e.started_at >= now() - make_interval(days => %s)
-            GROUP BY r.id, r.similarity_floor
-            HAVING count(*) >= %s AND avg(m.similarity) < r.similarity_floor
-            """,
-            (model, drift_days, settings.min_rule_executions // 2),
-        ).fetchall()
+        report.deactivated += _retire_other_embedders(conn, embedding_model)
+        drifting, released = _release_drifting_rules(run, drift_days)
         report.drifting = len(drifting)
-        reconsidered: list[UUID] = []
-        if drifting:
-            reconsidered = [
-                r[0]
-                for r in conn.execute(
-                    "DELETE FROM routing_memberships WHERE rule_id = ANY(%s) RETURNING execution_id",
-                    ([r[0] for r in drifting],),
-                )
-            ]
-
-        prototypes = conn.execute(
-            """
-            SELECT p.rule_id, p.embedding, r.similarity_floor FROM routing_rule_prototypes p
-            JOIN routing_rules r ON r.id = p.rule_id AND r.is_active AND r.auto_generated
-            WHERE p.embedding_model = %s ORDER BY p.rule_id, p.ordinal
-            """,
-            (model,),
-        ).fetchall()
-        unassigned_where = (
-            "e.request_embedding_model = %s AND NOT EXISTS "
-            "(SELECT 1 FROM routing_memberships m WHERE m.execution_id = e.id)"
-        )
-        unassigned_params: tuple = (model,)
-        if prototypes:
-            unassigned_where += " AND (e.started_at >= now() - make_interval(days => %s) OR e.id = ANY(%s))"
-            unassigned_params = (model, window_days, reconsidered)
-        columns = catalog.column()
-        touched: set[UUID] = {r[0] for r in drifting}
+        prototypes = _active_prototypes(conn, embedding_model)
+        unassigned = _unassigned(embedding_model, window_days, released, windowed=prototypes is not None)
         # Rules that point at a system no longer active must drop it, new members or not.
-        touched.update(
-            r[0]
-            for r in conn.execute(
-                """
-                SELECT r.id FROM routing_rules r
-                WHERE r.auto_generated AND r.is_active AND r.request_embedding_model = %s
-                  AND EXISTS (
-                    SELECT 1 FROM unnest(r.alternative_systems || r.recommended_system_id) AS u(system_id)
-                    LEFT JOIN systems s ON s.id = u.system_id
-                    WHERE s.id IS NULL OR s.status <> 'active')
-                """,
-                (model,),
-            )
-        )
-        assigned_rows: list[tuple[UUID, UUID, float]] = []
-        leftover = 0
-        if prototypes:
-            matrix = normalise_rows(np.vstack([as_array(p[1]) for p in prototypes]))
-            owners = [p[0] for p in prototypes]
-            floors = np.array([float(p[2] if p[2] is not None else 0.0) for p in prototypes])
-            for batch in _batches(conn, unassigned_where, unassigned_params, columns):
-                report.executions_read += len(batch)
-                best, sims = nearest(batch.vectors, matrix)
-                joins = sims >= floors[best]
-                assigned_rows += [(batch.ids[i], owners[best[i]], float(sims[i])) for i in np.flatnonzero(joins)]
-                leftover += int((~joins).sum())
-            report.assigned += _save_memberships(conn, iter(assigned_rows), model)
-            touched.update(rule_id for _, rule_id, _ in assigned_rows)
-            progress(f"{len(assigned_rows):,} new executions joined existing rules; {leftover:,} left over")
-        source = _Source(conn, unassigned_where, unassigned_params, columns, settings.sample_size)
-        if not prototypes:
-            report.executions_read = source.count
-        if source.count >= settings.min_rule_executions:
-            learner, assignments = _learn(source, catalog, embedder_name, settings, progress)
-            stored = [s for s in _stored_rules(conn, model) if s[2]]
-            touched.update(
-                _upsert_learned(conn, learner, assignments, stored, model, settings, catalog, report).values()
-            )
-        merged = merge_near_duplicates(conn, model, settings.identity_similarity)
+        touched = drifting | _rules_with_inactive_systems(conn, embedding_model)
+        if prototypes is not None:
+            touched |= _join_nearest_rules(run, prototypes, unassigned)
+        touched |= _cluster_the_rest(run, unassigned, count_read=prototypes is None)
+        merged = merge_near_duplicates(conn, embedding_model, run.settings.identity_similarity)
         report.deactivated += len(merged)
         touched = (touched - set(merged)) | set(merged.values())
         # Only the rules that gained or lost members: the others' statistics have not changed.
-        report.deactivated += len(refresh_rule_statistics(conn, catalog, settings, model, only=touched))
-        _finish_report(conn, report, model)
+        refreshed = refresh_rule_statistics(conn, run.catalog, run.settings, embedding_model, only=touched)
+        report.deactivated += len(refreshed)
+        _finish_report(conn, report, embedding_model)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _retire_other_embedders(conn: psycopg.Connection, model: str) -> int:
+# ---------------------------------------------------------------------------------------------
+# Steps of the incremental run
+
+
+_DRIFTING_RULES = """
+SELECT r.id FROM executions e
+JOIN routing_memberships m ON m.execution_id = e.id
+JOIN routing_rules r ON r.id = m.rule_id
+WHERE r.auto_generated AND r.is_active AND r.request_embedding_model = %s
+  AND e.started_at >= now() - make_interval(days => %s)
+GROUP BY r.id, r.similarity_floor
+HAVING count(*) >= %s AND avg(m.similarity) < r.similarity_floor
+"""
+
+
+def _release_drifting_rules(run: _TenantLearning, days: int) -> tuple[set[UUID], list[UUID]]:
+    """Rules whose members of the last `days` days are, on average, less alike than the rule's
+    similarity floor lose every membership, so that those executions are measured again. Returns
+    (the drifting rules, the executions released)."""
+    min_recent = run.settings.min_rule_executions // 2
+    drifting = [r[0] for r in run.conn.execute(_DRIFTING_RULES, (run.embedding_model, days, min_recent))]
+    if not drifting:
+        return set(), []
+    released = run.conn.execute(
+        "DELETE FROM routing_memberships WHERE rule_id = ANY(%s) RETURNING execution_id", (drifting,)
+    )
+    return set(drifting), [r[0] for r in released]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _RulePrototypes:
+    matrix: np.ndarray  # unit rows, every active learned rule's prototypes
+    owners: list[UUID]  # the rule of each row
+    floors: np.ndarray  # the similarity floor of each row's rule
+
+
+def _active_prototypes(conn: psycopg.Connection, embedding_model: str) -> _RulePrototypes | None:
+    """The prototypes of the tenant's active learned rules; None when it has none."""
+    rows = conn.execute(
+        """
+        SELECT p.rule_id, p.embedding, r.similarity_floor FROM routing_rule_prototypes p
+        JOIN routing_rules r ON r.id = p.rule_id AND r.is_active AND r.auto_generated
+        WHERE p.embedding_model = %s ORDER BY p.rule_id, p.ordinal
+        """,
+        (embedding_model,),
+    ).fetchall()
+    if not rows:
+        return None
+    return _RulePrototypes(
+        matrix=normalise_rows(np.vstack([as_array(r[1]) for r in rows])),
+        owners=[r[0] for r in rows],
+        floors=np.array([float(r[2] if r[2] is not None else 0.0) for r in rows]),
+    )
+
+
+_UNASSIGNED = sql.SQL(
+    "e.request_embedding_model = %s AND NOT EXISTS (SELECT 1 FROM routing_memberships m WHERE m.execution_id = e.id)"
+)
+_RECENT_OR_RELEASED = sql.SQL(" AND (e.started_at >= now() - make_interval(days => %s) OR e.id = ANY(%s))")
+
+
+def _unassigned(embedding_model: str, window_days: int, released: list[UUID], windowed: bool) -> _Where:
+    """Executions of the embedder that no rule holds; `windowed` (the tenant has rules), only those
+    of the last `window_days` days and the `released` ones."""
+    if not windowed:
+        return _Where(condition=_UNASSIGNED, params=(embedding_model,))
+    return _Where(condition=_UNASSIGNED + _RECENT_OR_RELEASED, params=(embedding_model, window_days, released))
+
+
+def _rules_with_inactive_systems(conn: psycopg.Connection, embedding_model: str) -> set[UUID]:
+    """Active learned rules that recommend, or offer as an alternative, a system not active (or gone)."""
+    rows = conn.execute(
+        """
+        SELECT r.id FROM routing_rules r
+        WHERE r.auto_generated AND r.is_active AND r.request_embedding_model = %s
+          AND EXISTS (
+            SELECT 1 FROM unnest(r.alternative_systems || r.recommended_system_id) AS u(system_id)
+            LEFT JOIN systems s ON s.id = u.system_id
+            WHERE s.id IS NULL OR s.status <> 'active')
+        """,
+        (embedding_model,),
+    )
+    return {r[0] for r in rows}
+
+
+def _join_nearest_rules(run: _TenantLearning, prototypes: _RulePrototypes, unassigned: _Where) -> set[UUID]:
+    """Each unassigned execution joins the rule whose prototype is nearest, when at least as alike
+    as that rule's similarity floor. Returns the rules that gained members."""
+    joined: list[tuple[UUID, UUID, float]] = []
+    left_over = 0
+    for batch in execution_batches(run.conn, unassigned.condition, unassigned.params, run.catalog.column()):
+        run.report.executions_read += len(batch)
+        best, sims = nearest(batch.vectors, prototypes.matrix)
+        joins = sims >= prototypes.floors[best]
+        joined += [(batch.ids[i], prototypes.owners[best[i]], float(sims[i])) for i in np.flatnonzero(joins)]
+        left_over += int((~joins).sum())
+    run.report.assigned += _save_memberships(run.conn, iter(joined), run.embedding_model)
+    run.progress(f"{len(joined):,} new executions joined existing rules; {left_over:,} left over")
+    return {rule_id for _, rule_id, _ in joined}
+
+
+def _cluster_the_rest(run: _TenantLearning, unassigned: _Where, count_read: bool) -> set[UUID]:
+    """Learn rules from the executions still unassigned, when there are enough of them; learned
+    rules that match an active stored rule update it. Returns the rules written."""
+    source = _Source(run.conn, unassigned, run.catalog.column(), run.settings.sample_size)
+    if count_read:
+        run.report.executions_read = source.count
+    if source.count < run.settings.min_rule_executions:
+        return set()
+    learner, assignments = _learn(run, source)
+    stored = [rule for rule in _stored_rules(run.conn, run.embedding_model) if rule.active]
+    return set(_upsert_learned(run, learner, assignments, stored).values())
+
+
+def _retire_other_embedders(conn: psycopg.Connection, embedding_model: str) -> int:
     """Learned rules of another embedder (or version) cannot be compared with today's requests."""
     other = conn.execute(
         "SELECT id FROM routing_rules WHERE auto_generated AND is_active AND request_embedding_model IS DISTINCT FROM %s",
-        (model,),
+        (embedding_model,),
     ).fetchall()
-    return _deactivate(conn, [r[0] for r in other], f"embedder changed to {model}")
+    return _deactivate(conn, [r[0] for r in other], f"embedder changed to {embedding_model}")
 
 
-def _finish_report(conn: psycopg.Connection, report: LearningReport, model: str) -> None:
+def _finish_report(conn: psycopg.Connection, report: LearningReport, embedding_model: str) -> None:
     report.active_rules = conn.execute(
-        "SELECT count(*) FROM routing_rules WHERE is_active AND request_embedding_model = %s", (model,)
+        "SELECT count(*) FROM routing_rules WHERE is_active AND request_embedding_model = %s", (embedding_model,)
     ).fetchone()[0]
     report.top_rules = [
         {
@@ -730,12 +889,12 @@ def _finish_report(conn: psycopg.Connection, report: LearningReport, model: str)
             WHERE r.is_active AND r.request_embedding_model = %s
             ORDER BY r.based_on_executions DESC, r.confidence_score DESC LIMIT 10
             """,
-            (model,),
+            (embedding_model,),
         )
     ]
 
 
-def coverage(db: Database, tenant_id: UUID, model: str, days: int = 30) -> tuple[int, int]:
+def coverage(db: Database, tenant_id: UUID, embedding_model: str, days: int = 30) -> tuple[int, int]:
     """(executions of the last `days` days covered by an active rule, all of them)."""
     with db.tenant_transaction(tenant_id) as conn:
         row = conn.execute(
@@ -744,6 +903,6 @@ def coverage(db: Database, tenant_id: UUID, model: str, days: int = 30) -> tuple
             LEFT JOIN routing_memberships m ON m.execution_id = e.id AND m.embedding_model = %s
             WHERE e.started_at >= now() - make_interval(days => %s)
             """,
-            (model, days),
+            (embedding_model, days),
         ).fetchone()
     return int(row[0]), int(row[1])

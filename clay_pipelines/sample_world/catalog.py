@@ -332,8 +332,6 @@ SUFFIXES: tuple[str, ...] = (
     ".",
 )
 
-_GOOD = "good"
-
 
 def _perf(success: float, satisfaction: float, cost: float, duration_ms: float) -> Performance:
     return Performance(success, satisfaction, cost, duration_ms)
