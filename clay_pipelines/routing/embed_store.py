@@ -74,9 +74,9 @@ def write_request_embeddings(
     """Set request_embedding (tagged `embedding_model`) of the given executions: one UPDATE ... FROM over
     arrays sent in binary (the application role has no temporary tables). Runs in the caller's
     transaction."""
-    conn.cursor(binary=True).execute(
+    conn.execute(
         "UPDATE executions e SET request_embedding = b.embedding, request_embedding_model = %s "
-        "FROM unnest(%s::uuid[], %s::vector[]) AS b(id, embedding) WHERE e.id = b.id",
+        "FROM unnest(%b::uuid[], %b::vector[]) AS b(id, embedding) WHERE e.id = b.id",
         (embedding_model, list(execution_ids), list(vectors)),
     )
 
