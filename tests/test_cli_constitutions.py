@@ -1,0 +1,75 @@
+"""`clay amend`, `clay constitution`, `clay amendments`, run as a person runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from psycopg.types.json import Jsonb
+
+from tests.test_constitutions import BASE, ROUTER
+
+
+def clay(*args: str, database: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "CLAY_DATABASE_NAME": database}
+    return subprocess.run(
+        [sys.executable, "-m", "clay_pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
+
+
+def test_amend_show_history_rollback_and_the_refusals(fresh_db) -> None:
+    with fresh_db.admin() as conn:
+        conn.execute("INSERT INTO tenants (name, domain) VALUES ('Alpha', 'alpha.com'), ('Beta', 'beta.com')")
+        conn.execute(
+            "INSERT INTO systems (id, tenant_id, name, type, constitution) VALUES (%s, NULL, 'router', 'agent', %s)",
+            (ROUTER, Jsonb(BASE)),
+        )
+    db = fresh_db.name
+    amended = clay(
+        "amend", "router", "--tenant", "alpha.com", "--set", "routing_confidence_threshold=0.55",
+        "--by", "ops@alpha.com", "--reason", "too many fallbacks", database=db,
+    )  # fmt: skip
+    assert amended.returncode == 0, amended.stderr
+    first_line, patch_line = amended.stdout.splitlines()
+    assert first_line.startswith("router: manual_update ") and " for this tenant, " in first_line
+    assert patch_line == "  replace /parameters/routing_confidence_threshold = 0.55"
+    amendment_id = first_line.split()[2]
+
+    shown = json.loads(clay("constitution", "show", "router", "--tenant", "alpha.com", "--json", database=db).stdout)
+    assert shown["parameters"]["routing_confidence_threshold"] == 0.55
+    other = json.loads(clay("constitution", "show", "router", "--tenant", "beta.com", "--json", database=db).stdout)
+    assert other == BASE
+
+    history = clay("constitution", "history", "router", "--tenant", "alpha.com", database=db).stdout.splitlines()
+    assert len(history) == 1 and amendment_id in history[0] and "/parameters/routing_confidence_threshold" in history[0]
+
+    out_of_bounds = clay(
+        "amend", "router", "--tenant", "alpha.com", "--set", "routing_confidence_threshold=2",
+        "--by", "ops@alpha.com", "--reason", "x", database=db,
+    )  # fmt: skip
+    assert out_of_bounds.returncode == 2
+    assert out_of_bounds.stderr.strip() == "clay: error: routing_confidence_threshold=2 is above its maximum 0.95"
+
+    rolled = clay(
+        "amendments", "rollback", amendment_id, "--tenant", "alpha.com", "--by", "ops@alpha.com", "--reason", "undo",
+        database=db,
+    )  # fmt: skip
+    assert rolled.returncode == 0, rolled.stderr
+    again = clay(
+        "amendments", "rollback", amendment_id, "--tenant", "alpha.com", "--by", "ops@alpha.com", "--reason", "undo",
+        database=db,
+    )  # fmt: skip
+    assert again.returncode == 2 and "was already rolled back" in again.stderr
+    shown = json.loads(clay("constitution", "show", "router", "--tenant", "alpha.com", "--json", database=db).stdout)
+    assert shown == BASE
+
+    listed = clay("amendments", "list", "--tenant", "alpha.com", database=db).stdout.splitlines()
+    assert len(listed) == 2 and "rolled back" in listed[0]
+    no_tenant = clay("amendments", "list", database=db)
+    assert no_tenant.returncode == 2 and "name the tenant" in no_tenant.stderr
