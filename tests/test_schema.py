@@ -86,6 +86,7 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("lifecycle_state", "text", False, "'HOT'::text", None),
         ("last_accessed_at", "timestamp with time zone", False, NOW, None),
         ("access_count", "integer", False, "0", None),
+        ("routing_propensity", "numeric", False, None, None),  # addition: the logging policy's probability
     ],
     "routing_rules": [
         ("id", "uuid", True, UUID4, None),
@@ -128,6 +129,15 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("promoted_at", "timestamp with time zone", False, None, None),
         ("dreamed_at", "timestamp with time zone", False, NOW, None),
         ("dream_duration_ms", "integer", False, None, None),
+        # additions: the natural key, the decision's state, its promotion and approval, the night
+        ("mutation_hash", "text", False, None, None),
+        ("status", "text", False, None, None),
+        ("approved_by", "text", False, None, None),
+        ("approved_at", "timestamp with time zone", False, None, None),
+        ("amendment_id", "uuid", False, None, None),
+        ("pending_amendment_id", "uuid", False, None, None),
+        ("night", "date", False, None, None),
+        ("evaluation_only", "boolean", True, "false", None),
     ],
     "constitutional_amendments": [
         ("id", "uuid", True, UUID4, None),
@@ -219,6 +229,18 @@ EXPECTED_CHECKS: dict[tuple[str, str], list[str] | tuple[int, int]] = {
     ],
     ("resources", "resource_type"): ["llm_tokens", "compute_hours", "api_calls", "storage_gb", "usd_budget"],
     ("resources", "window_type"): ["hourly", "daily", "weekly", "monthly"],
+    # additions
+    ("executions", "routing_propensity"): "a probability or NULL",
+    ("dreams", "status"): [
+        "skipped",
+        "rejected",
+        "inconclusive",
+        "not_selected",
+        "promoted",
+        "pending_approval",
+        "declined",
+        "stale",
+    ],
 }
 
 EXPECTED_FOREIGN_KEYS = {(table, "tenant_id", "tenants") for table in EXPECTED_COLUMNS if table != "tenants"} | {
@@ -228,6 +250,8 @@ EXPECTED_FOREIGN_KEYS = {(table, "tenant_id", "tenants") for table in EXPECTED_C
     ("constitutional_amendments", "system_id", "systems"),
     ("payroll_entries", "document_id", "payroll_documents"),  # addition
     ("constitutional_amendments", "rollback_of", "constitutional_amendments"),  # addition
+    ("dreams", "amendment_id", "constitutional_amendments"),  # addition
+    ("dreams", "pending_amendment_id", "pending_amendments"),  # addition
 }
 EXPECTED_UNIQUE = {("tenants", "domain"), ("systems", "name")}
 
@@ -286,6 +310,10 @@ def _check_constraints(admin: psycopg.Connection) -> dict[tuple[str, str], list[
             r"CHECK \(\(\((\w+) >= \(?(\d+)\)?(?:::numeric)?\) AND \(\1 <= \(?(\d+)\)?(?:::numeric)?\)\)\)", definition
         ):
             found[(table, match[1])] = (int(match[2]), int(match[3]))
+        elif match := re.match(
+            r"CHECK \(\(\((\w+) IS NULL\) OR \(\(\1 > \(0\)::numeric\) AND \(\1 <= \(1\)::numeric\)\)\)\)", definition
+        ):
+            found[(table, match[1])] = "a probability or NULL"
         else:
             raise AssertionError(f"unexpected CHECK on {table}: {definition}")
     return found
