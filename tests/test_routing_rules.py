@@ -162,13 +162,14 @@ def test_routing_is_logged_as_an_execution_and_the_rule_use_recorded(acme) -> No
     with acme.tenant_transaction(world.ACME) as conn:
         row = conn.execute(
             "SELECT system_name, status, completed_at, routing_path, routing_confidence, governance_check, "
-            "request_embedding_model FROM executions WHERE id = %s",
+            "request_embedding_model, routing_propensity FROM executions WHERE id = %s",
             (decision.execution_id,),
         ).fetchone()
         used = conn.execute(
             "SELECT times_used, last_used_at IS NOT NULL FROM routing_rules WHERE id = %s", (decision.rule_id,)
         ).fetchone()
     assert row[:3] == ("payroll-bot", "partial", None)
+    assert row[7] == 1  # no exploration in this world: the rule's choice, with certainty
     assert row[3] == [world.SYSTEMS["clay-consigliere"], world.SYSTEMS["payroll-bot"]]
     assert float(row[4]) == decision.confidence
     assert row[5] == {"requires_approval": True, "actions_requiring_approval": ["upload_payroll_entries"]}

@@ -39,6 +39,7 @@ class ExecutionRecord:
     started_at: datetime | None = None  # default: now()
     completed_at: datetime | None = None
     cost_usd: Decimal | None = None
+    routing_propensity: Decimal | None = None  # the probability the router's policy made this choice
 
 
 def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
@@ -47,8 +48,8 @@ def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
         """
         INSERT INTO executions (system_id, system_name, user_request, request_embedding, request_embedding_model,
           routing_path, routing_confidence, input_data, output_data, governance_check, status, error_message,
-          started_at, completed_at, cost_usd)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s)
+          started_at, completed_at, cost_usd, routing_propensity)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s, %s)
         RETURNING id
         """,
         (
@@ -67,6 +68,7 @@ def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
             record.started_at,
             record.completed_at,
             record.cost_usd,
+            record.routing_propensity,
         ),
     ).fetchone()
     assert row is not None

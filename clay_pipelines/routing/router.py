@@ -15,9 +15,10 @@ Row-level security scopes every query to the tenant; HNSW index scans are iterat
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -54,6 +55,8 @@ class RoutingDecision:
     elapsed_ms: float = 0.0
     rule_score: float | None = None  # the best rule's score, taken or not
     rule_system: str | None = None  # what that rule recommends
+    propensity: float = 1.0  # the probability that the router's policy made this choice
+    explored: bool = False  # chosen by exploration rather than by the rule
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -195,6 +198,11 @@ class RoutingContext:
     catch_all: tuple[UUID, str] | None
     nearest_capabilities: Callable[[], list[tuple[UUID, str, float]]]
     embedder_tag: str
+    exploration_share: float = 0.0  # of rule decisions that try another choice (recorded with its probability)
+
+    @property
+    def name_ids(self) -> dict[str, UUID]:
+        return {name: system_id for system_id, name in self.names.items()}
 
 
 def routing_context(
@@ -211,6 +219,7 @@ def routing_context(
         catch_all=None if catch_all is None else (catalog.ids[catch_all], catalog.names[catch_all]),
         nearest_capabilities=lambda: nearest_capabilities(conn, vector, embedder),
         embedder_tag=tag(embedder),
+        exploration_share=float(parameters.get("exploration_share", 0.0)),
     )
 
 
@@ -234,6 +243,8 @@ def route(
         catalog = load_systems(conn)
         context = routing_context(conn, catalog, vector, embedder)
         decision = decide(context, nearest_rules(conn, vector, embedder, exact=exact))
+        if context.exploration_share > 0 and not dry_run:
+            decision = explore(context, decision, random.random)
         if decision.system_id is not None:
             constitution = catalog.constitutions[catalog.ids.index(decision.system_id)]
             decision.approval_actions = list(constitution.get("requires_approval") or [])
@@ -265,6 +276,35 @@ def decide(context: RoutingContext, candidates: list[RuleCandidate]) -> RoutingD
         decision.rule_system = context.names.get(rule.recommended) if rule.recommended else None
     decision.embedder = context.embedder_tag
     return decision
+
+
+def explore(context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]) -> RoutingDecision:
+    """With probability exploration_share, one of the other choices the rule path had (the rule's usable
+    alternatives and the fallback the router takes without the rule), drawn uniformly; the
+    decision records the probability of what was chosen, so that later estimates can weigh it.
+    Decisions off the rule path are not explored: they are what the router does anyway."""
+    share = context.exploration_share
+    if decision.path != "rule" or share <= 0:
+        return decision
+    fallback = _by_capability(context, []) or _by_catch_all(context, [])
+    others = [
+        s
+        for s in dict.fromkeys([context.name_ids.get(n) for n in decision.alternatives] + [fallback.system_id])
+        if s is not None and s != decision.system_id and s in context.active and s not in context.blocked
+    ]
+    if not others:
+        return decision
+    if draw() >= share:
+        return replace(decision, propensity=round(1.0 - share, 6))
+    chosen = others[min(int(draw() * len(others)), len(others) - 1)]
+    return replace(
+        decision,
+        system_id=chosen,
+        system_name=context.names[chosen],
+        propensity=round(share / len(others), 6),
+        explored=True,
+        fallbacks=[*decision.fallbacks, f"explored ({share:.0%} of rule decisions try another choice)"],
+    )
 
 
 def _by_rule(
@@ -368,6 +408,7 @@ def _log_execution(
     if decision.approval_actions:
         governance["actions_requiring_approval"] = decision.approval_actions
     routing = {
+        "explored": decision.explored,
         "path": decision.path,
         "rule_id": None if decision.rule_id is None else str(decision.rule_id),
         "fallbacks": decision.fallbacks,
@@ -385,5 +426,6 @@ def _log_execution(
             input_data={"routing": routing},
             governance_check=governance,
             status="partial",
+            routing_propensity=Decimal(str(decision.propensity)),
         ),
     )
