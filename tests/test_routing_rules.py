@@ -289,3 +289,24 @@ def test_governance_blocked_and_unfinished_executions_are_no_evidence_anywhere(a
             "WHERE name = 'payroll-bot'"
         ).fetchone()
     assert figures == (60, 54, Decimal("0.010000"), Decimal("4.700"))
+
+
+def test_learning_in_memory_as_of_a_moment_sees_nothing_after_it(acme) -> None:
+    """Dreams learn the rules as they were: executions that started later shape nothing, and nothing
+    is written."""
+    from datetime import UTC, datetime, timedelta
+
+    from clay_pipelines.routing.rule_store import learn_in_memory
+
+    world.add_executions(acme, world.ACME, world.email_rows(80), days_ago=1)  # after the moment
+    moment = datetime.now(UTC) - timedelta(days=3)
+    with acme.tenant_transaction(world.ACME) as conn:
+        before = learn_in_memory(conn, "hashing@1", "hashing", started_before=moment)
+        everything = learn_in_memory(conn, "hashing@1", "hashing", started_before=datetime.now(UTC))
+        rules_stored = conn.execute("SELECT count(*) FROM routing_rules").fetchone()[0]
+    names = before.catalog.names
+    assert before.executions == 170 and everything.executions == 250
+    assert sorted(names[r.recommended] for r in before.rules) == ["payroll-bot", "writer"]
+    assert [r.executions for r in sorted(before.rules, key=lambda r: names[r.recommended])] == [90, 80]
+    assert all(0.0 < s <= 1.0 for s in before.member_similarity)
+    assert rules_stored == 0

@@ -25,6 +25,7 @@ import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
@@ -906,3 +907,59 @@ def coverage(db: Database, tenant_id: UUID, embedding_model: str, days: int = 30
             (embedding_model, days),
         ).fetchone()
     return int(row[0]), int(row[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning in memory, as of a moment (for dreams: rules as they were, from the history before then)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InMemoryRules:
+    """Rules learned without writing anything: what the learner would have made from the executions
+    selected. `member_similarity[i]` is the median similarity of rule i's members (what the router
+    scales a match by); `micro` the micro-cluster centroids (the outcome model's cells)."""
+
+    catalog: SystemCatalog
+    rules: list[LearnedRule]
+    member_similarity: np.ndarray
+    micro: np.ndarray
+    executions: int
+
+
+def learn_in_memory(
+    conn: psycopg.Connection,
+    embedding_model: str,
+    embedder_name: str,
+    *,
+    started_before: datetime,
+    settings: LearnerSettings | None = None,
+) -> InMemoryRules:
+    """The tenant's rules as the learner makes them from executions that started, and ended if they
+    did, before `started_before`: nothing after that moment shapes them. Reads only; writes nothing."""
+    report = LearningReport(tenant_id=UUID(int=0), embedding_model=embedding_model, mode="in_memory")
+    run = _start(conn, report, embedder_name, settings, lambda _: None)
+    before = _Where(
+        condition=sql.SQL(
+            "e.request_embedding_model = %s AND e.started_at < %s AND (e.completed_at IS NULL OR e.completed_at < %s)"
+        ),
+        params=(embedding_model, started_before, started_before),
+    )
+    source = _Source(conn, before, run.catalog.column(), run.settings.sample_size)
+    if not source.count:
+        return InMemoryRules(
+            catalog=run.catalog, rules=[], member_similarity=np.zeros(0), micro=np.zeros((0, 1)), executions=0
+        )
+    learner, assignments = _learn(run, source)
+    similarity = np.zeros(len(learner.rules))
+    for i in range(len(learner.rules)):
+        members = [sims[rule == i] for _, rule, sims in assignments]
+        joined = np.concatenate(members) if members else np.zeros(0)
+        similarity[i] = float(np.median(joined)) if joined.size else 0.0
+    assert learner.micro is not None
+    return InMemoryRules(
+        catalog=run.catalog,
+        rules=learner.rules,
+        member_similarity=similarity,
+        micro=learner.micro,
+        executions=source.count,
+    )
