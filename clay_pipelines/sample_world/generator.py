@@ -182,7 +182,10 @@ def generate_executions(params: WorldParameters) -> list[dict[str, Any]]:
         intent = catalog.INTENTS[int(intent_idx[i])]
         names = list(intent.routed_to)
         shares = np.array([intent.routed_to[s] for s in names])
-        system_name = names[int(rng.choice(len(names), p=shares / shares.sum()))]
+        chosen = int(rng.choice(len(names), p=shares / shares.sum()))
+        system_name = names[chosen]
+        # The historical routing was this random draw: its probability is what dreams weigh by.
+        propensity = float(shares[chosen] / shares.sum())
         perf = intent.performance[system_name]
         system = systems[system_name]
         best = max(intent.performance, key=lambda s: intent.performance[s].success)
@@ -254,6 +257,7 @@ def generate_executions(params: WorldParameters) -> list[dict[str, Any]]:
                 "user_request": phrase_request(intent, rng),
                 "routing_path": routing_path,
                 "routing_confidence": Decimal(f"{confidence:.3f}"),
+                "routing_propensity": Decimal(f"{propensity:.6f}"),
                 "input_data": {
                     "channel": _CHANNELS[int(rng.integers(0, len(_CHANNELS)))],
                     "user": f"user{int(rng.integers(1, tenant.max_users + 1))}@{tenant.domain}",

@@ -30,6 +30,7 @@ EXECUTION_COLUMNS = (
     "user_request",
     "routing_path",
     "routing_confidence",
+    "routing_propensity",
     "input_data",
     "output_data",
     "governance_check",
