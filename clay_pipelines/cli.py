@@ -23,8 +23,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clay_pipelines import settings
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from clay_pipelines.processes import ProcessIdentity
 
 EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
@@ -205,27 +211,81 @@ def cmd_seed(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from clay_pipelines.runner import format_report, materialize_everything
-
-    target = activate_environment()
-    _require_migrated(target.admin_url)
     from clay_pipelines.definitions import defs
     from clay_pipelines.payroll.assets import register_inbox_partitions
+    from clay_pipelines.processes import ProcessIdentity, Terminated, exit_now, run_in_worker, signal_number
+    from clay_pipelines.runner import (
+        SelectionError,
+        failure_summary,
+        format_report,
+        materialize_everything,
+        resolve_selection,
+    )
 
-    selection = {dg.AssetKey.from_user_string(s) for s in args.select} if args.select else None
+    try:
+        selection = resolve_selection(defs, args.select) if args.select else None
+    except SelectionError as error:
+        raise CommandError(f"--select: {error}", EXIT_BAD_INPUT) from error
+    target = activate_environment()
+    _require_migrated(target.admin_url)
+    debug = bool(os.environ.get("CLAY_DEBUG"))
+    # While a run executes, Dagster points this process's stderr at the run's log file; a message
+    # about the interruption goes to the terminal through a copy taken now.
+    terminal = os.dup(sys.stderr.fileno())
     with dg.DagsterInstance.get() as instance:
         new_files = register_inbox_partitions(instance, defs.resources["payroll"])
         if new_files:
             _say(f"payroll inbox: {len(new_files)} new file(s) registered as partitions")
-        report = materialize_everything(defs, instance, selection=selection, progress=_say)
+        try:
+            report = run_in_worker(
+                lambda: materialize_everything(
+                    defs,
+                    instance,
+                    selection=selection,
+                    progress=_say,
+                    console_log_level="INFO" if debug else "CRITICAL",
+                )
+            )
+        except (KeyboardInterrupt, Terminated) as stop:
+            signum = signal_number(stop)
+            try:
+                _end_interrupted_runs(instance, ProcessIdentity.current(), signum, terminal)
+            finally:
+                exit_now(128 + signum)
     _say("")
     _say(format_report(report))
     if not report.ok:
-        raise CommandError("materialization failed: " + "; ".join(report.failures))
+        for failure in report.failures:
+            print(f"clay: failed: {failure.line()}", file=sys.stderr)
+            if debug and failure.traceback:
+                print(f"  run {failure.run_id}\n{failure.traceback}", file=sys.stderr)
+        hint = "" if debug else "; tracebacks with CLAY_DEBUG=1, or in the runs in the Dagster UI"
+        raise CommandError(f"materialization failed: {failure_summary(report)}{hint}")
     return 0
 
 
+def _end_interrupted_runs(instance: dg.DagsterInstance, identity: ProcessIdentity, signum: int, terminal: int) -> None:
+    """Fail the runs this process started (the worker thread cannot be stopped; the process exits)."""
+    import signal
+
+    from clay_pipelines.runner import end_runs_of_process
+
+    for s in (signal.SIGINT, signal.SIGTERM):  # a second signal ends the process without waiting
+        signal.signal(s, signal.SIG_DFL)
+    name = signal.Signals(signum).name
+    try:
+        ended = end_runs_of_process(instance, identity, f"clay run (pid {identity.pid}) was stopped by {name}.")
+        message = f"clay: stopped by {name}" + (f"; marked failed: run {', '.join(ended)}" if ended else "")
+    except Exception as error:  # the next `clay run` ends them: this process will be gone
+        message = f"clay: stopped by {name}; its runs could not be marked failed now ({type(error).__name__})"
+    os.write(terminal, (message + "\n").encode())
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
+    import time
+
+    from clay_pipelines.processes import supervise
+
     target = activate_environment()
     _require_migrated(target.admin_url)
     dagster = Path(sys.executable).parent / "dagster"
@@ -233,9 +293,24 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if args.host:
         command += ["-h", args.host]
     _say(f"Dagster UI on http://{args.host or '127.0.0.1'}:{args.port} ({target.description})")
-    os.chdir(settings.PROJECT_ROOT)
-    os.execv(command[0], command)
-    return 0  # not reached
+    started = time.time()
+    outcome = supervise(command, cwd=settings.PROJECT_ROOT)
+    if outcome.stopped_by is not None:
+        _settle_runs_of_dev(outcome.stopped, started)
+    return outcome.exit_code
+
+
+def _settle_runs_of_dev(pids: list[int], since: float) -> None:
+    """Runs whose worker had to be killed would stay STARTED, and runs that ended as the tree went
+    down keep their pool slots until a daemon runs again: settle both now."""
+    import dagster as dg
+
+    from clay_pipelines.runner import settle_runs_of_workers
+
+    with dg.DagsterInstance.get() as instance:
+        ended = settle_runs_of_workers(instance, pids, since, "Its run worker was killed when `clay dev` stopped.")
+    if ended:
+        print(f"clay: marked failed (their run worker was killed): run {', '.join(ended)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,19 +620,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _argument_labels(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """How each argument is written on the command line (`--tenant`, `REQUEST`), by its dest."""
+    labels: dict[str, str] = {}
+    for action in parser._actions:  # argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                for dest, label in _argument_labels(subparser).items():
+                    labels.setdefault(dest, label)
+        else:
+            labels.setdefault(action.dest, action.option_strings[-1] if action.option_strings else action.dest.upper())
+    return labels
+
+
+def _undecodable_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The first text argument that is not UTF-8 (Python keeps such argv bytes as surrogate escapes)."""
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if not isinstance(text, str):
+                continue  # paths may hold any bytes the file system takes
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                label = _argument_labels(parser).get(dest, dest)
+                byte = text[error.start].encode("utf-8", "surrogateescape")
+                return f"{label} is not UTF-8 text (byte 0x{byte.hex()} at character {error.start + 1})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from clay_pipelines.processes import Terminated, raise_on_sigterm
+
     # BackfillPolicy is marked beta in this Dagster release; the notice is not for the user.
     warnings.filterwarnings("ignore", message=r".*is currently in beta.*")
     logging.basicConfig(level=os.environ.get("CLAY_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C: `finally` blocks stop servers and roll back transactions.
+    raise_on_sigterm()
+    parser = build_parser()
+    args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        undecodable = _undecodable_argument(parser, args)
+        if undecodable:
+            raise CommandError(undecodable, EXIT_BAD_INPUT)
         return handler(args)
     except CommandError as error:
         print(f"clay: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return 143
     except Exception as error:
         if os.environ.get("CLAY_DEBUG"):
             raise

@@ -172,3 +172,63 @@ def test_approve_and_resolve_payroll_from_the_command_line(fresh_db) -> None:
         database=fresh_db.name,
     )
     assert (again.returncode, again.stderr.strip()) == (2, f"clay: error: entry {unresolved} was already resolved")
+
+
+def test_run_select_names_an_unknown_or_external_asset() -> None:
+    unknown = clay("run", "--select", "nosuch/asset")
+    assert unknown.returncode == 2
+    assert unknown.stderr.count("\n") == 1
+    assert unknown.stderr.startswith(
+        "clay: error: --select: unknown asset nosuch/asset (assets: monitoring/budget_usage,"
+    )
+    typo = clay("run", "--select", "monitoring/tool_healht")
+    assert (typo.returncode, typo.stderr.strip()) == (
+        2,
+        "clay: error: --select: unknown asset monitoring/tool_healht (did you mean monitoring/tool_health?)",
+    )
+    external = clay("run", "--select", "platform/executions")
+    assert (external.returncode, external.stderr.strip()) == (
+        2,
+        "clay: error: --select: platform/executions: written by other programs (external), nothing to materialize here",
+    )
+
+
+def test_arguments_that_are_not_utf8_are_refused_by_name() -> None:
+    """Bytes that are not UTF-8 reach Python's argv as surrogate escapes; nothing downstream can store them."""
+
+    def clay_bytes(*args: bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "clay_pipelines.cli", *args], capture_output=True, timeout=600)
+
+    request = clay_bytes(b"route", b"caf\xe9 expenses", b"--tenant", b"oms.com")
+    assert (request.returncode, request.stderr.decode().strip()) == (
+        2,
+        "clay: error: REQUEST is not UTF-8 text (byte 0xe9 at character 4)",
+    )
+    tenant = clay_bytes(b"route", b"my expenses", b"--tenant", b"\xffoms")
+    assert (tenant.returncode, tenant.stderr.decode().strip()) == (
+        2,
+        "clay: error: --tenant is not UTF-8 text (byte 0xff at character 1)",
+    )
+
+
+def test_eval_routing_says_a_csv_is_binary(tmp_path) -> None:
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\nhello,greet\n")
+    png = tmp_path / "train.csv"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    result = clay("eval", "routing", "--train", str(png), "--test", str(test))
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"clay: error: {png}: not UTF-8 text (byte 0x89 at offset 0); expected a text,label CSV",
+    )
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"text,label\nhel\x00lo,greet\n")
+    result = clay("eval", "routing", "--train", str(nul), "--test", str(test))
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"clay: error: {nul}, row 2: a NUL byte; expected a text,label CSV",
+    )
+    bom = tmp_path / "bom.csv"  # a spreadsheet's UTF-8 export: the byte-order mark is not a column name
+    bom.write_bytes("\ufefftext,label\nhello,greet\n".encode())
+    result = clay("eval", "routing", "--train", str(bom), "--test", str(tmp_path / "missing.csv"))
+    assert (result.returncode, result.stderr.strip()) == (2, f"clay: error: {tmp_path / 'missing.csv'}: no such file")

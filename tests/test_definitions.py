@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import httpx
+import psycopg
+import pytest
+from dagster._core.definitions.dependency import NodeHandle
 
 from clay_pipelines import settings
-from clay_pipelines.definitions import DEFAULT_RETRY_POLICY, defs
+from clay_pipelines.definitions import DEFAULT_RETRY_POLICY, defs, with_failure_policy
+from clay_pipelines.failures import is_transient
 
 
 def test_definitions_load_with_the_expected_assets() -> None:
@@ -43,8 +48,102 @@ def test_policies_are_applied_once_at_the_root() -> None:
         dg.AssetKey(["routing", "request_embeddings"])
     }
     assert defs.resolve_job_def("platform_monitoring").executor_def.name == "multiprocess"
-    assert defs.resolve_job_def("platform_monitoring")._op_retry_policy == DEFAULT_RETRY_POLICY
     assert DEFAULT_RETRY_POLICY.backoff == dg.Backoff.EXPONENTIAL
+
+
+def test_every_job_retries_with_the_same_policy() -> None:
+    """Every job, the implicit one behind the UI's materialize, sensors and `clay run` included."""
+    jobs = defs.resolve_all_job_defs()
+    assert {"platform_monitoring", "payroll_files", "routing_full_recluster", "routing_rules_daily"} <= {
+        j.name for j in jobs
+    }
+    for job in jobs:
+        for node in job.nodes:
+            assert job.get_retry_policy_for_handle(NodeHandle(node.name, None)) == DEFAULT_RETRY_POLICY, (
+                f"{job.name}: {node.name}"
+            )
+
+
+attempts: list[str] = []
+_failures = {
+    "bad_input": lambda: ValueError("row 3: amount is not a number"),
+    "failed_check": lambda: dg.Failure("march.pdf: total does not reconcile"),
+    "final_failure": lambda: dg.Failure("already final", allow_retries=False),
+    "dropped_connection": lambda: psycopg.OperationalError("server closed the connection unexpectedly"),
+    "wrong_password": lambda: psycopg.errors.InvalidPassword("password authentication failed"),
+}
+
+
+def _fail_first(name: str) -> None:
+    """Fail the first attempt with the named error; later attempts succeed."""
+    attempts.append(name)
+    if attempts.count(name) == 1:
+        error = _failures[name]()
+        if name == "dropped_connection":  # as a payroll step would report it
+            raise dg.Failure(f"{name}: the database went away") from error
+        raise error
+
+
+def _asset(name: str, generator: bool = False) -> dg.AssetsDefinition:
+    if generator:
+
+        @dg.asset(name=name)
+        def produce():  # a generator of events
+            _fail_first(name)
+            yield dg.MaterializeResult()
+
+    else:
+
+        @dg.asset(name=name)
+        def produce() -> None:
+            _fail_first(name)
+
+    return with_failure_policy(produce)
+
+
+@pytest.mark.parametrize("generator", [False, True], ids=["function", "generator"])
+def test_only_transient_failures_are_retried(generator: bool) -> None:
+    """Bad input and failed checks fail once, with the user's message; a dropped connection is
+    retried (with the policy's backoff) and then succeeds."""
+    attempts.clear()
+    with dg.instance_for_test() as instance:
+        outcomes = {}
+        for name in _failures:
+            result = dg.materialize([_asset(name, generator)], instance=instance, raise_on_error=False)
+            failure = result.get_step_failure_events()[0].step_failure_data if not result.success else None
+            outcomes[name] = (result.success, failure.user_failure_data.description if failure else None)
+    assert {name: attempts.count(name) for name in _failures} == {
+        "bad_input": 1,
+        "failed_check": 1,
+        "final_failure": 1,
+        "dropped_connection": 2,
+        "wrong_password": 1,
+    }
+    assert outcomes == {
+        "bad_input": (False, "ValueError: row 3: amount is not a number"),
+        "failed_check": (False, "march.pdf: total does not reconcile"),
+        "final_failure": (False, "already final"),
+        "dropped_connection": (True, None),
+        "wrong_password": (False, "InvalidPassword: password authentication failed"),
+    }
+
+
+def test_transient_errors_are_told_apart() -> None:
+    assert is_transient(psycopg.OperationalError("connection refused"))
+    assert is_transient(psycopg.errors.SerializationFailure("could not serialize access"))
+    assert is_transient(ConnectionResetError())
+    assert is_transient(httpx.ConnectTimeout("timed out"))
+    assert not is_transient(psycopg.errors.InvalidPassword("password authentication failed"))
+    assert not is_transient(psycopg.errors.UniqueViolation("duplicate key"))
+    assert not is_transient(ValueError("bad row"))
+    assert not is_transient(FileNotFoundError("gone.pdf"))
+    try:
+        try:
+            raise psycopg.OperationalError("server closed the connection")
+        except psycopg.OperationalError as error:
+            raise RuntimeError("storing march.pdf failed") from error
+    except RuntimeError as wrapped:
+        assert is_transient(wrapped)
 
 
 def test_dagster_cli_validates_the_workspace(fresh_db) -> None:

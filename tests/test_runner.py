@@ -47,7 +47,10 @@ def test_failures_are_named_and_the_report_says_so() -> None:
         report = materialize_everything(defs, instance, progress=lambda _: None)
         assert instance.get_run_by_id(report.run_ids[0]).status == dg.DagsterRunStatus.FAILURE
     assert not report.ok
-    assert report.failures == ["broken: RuntimeError: source table is missing"]
+    assert [(f.assets, f.partition, f.reason) for f in report.failures] == [
+        (("broken",), None, "RuntimeError: source table is missing")
+    ]
+    assert report.failures[0].line() == "broken: RuntimeError: source table is missing"
     table = format_report(report)
     assert "broken" in table and "FAILED" in table
     assert [(a.asset, a.rows_written, a.failed) for a in report.assets] == [("upstream", 5, False), ("broken", 0, True)]

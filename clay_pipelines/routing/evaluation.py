@@ -29,6 +29,7 @@ from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db import embedded as embedded_server
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import ensure_database
+from clay_pipelines.processes import deferred_signals
 from clay_pipelines.routing.embed_store import copy_embedded_executions, embed_systems
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.learning import wilson_lower_bound
@@ -42,24 +43,41 @@ class EvaluationInputError(ValueError):
     """A CSV file the evaluation cannot use; the message names the file and row."""
 
 
+def _not_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:  # the whole file, so that the offset is the file's
+        return f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); expected a text,label CSV"
+    return f"{path}: not UTF-8 text; expected a text,label CSV"
+
+
 def read_labelled(path: Path, require_label: bool = True) -> list[tuple[str, str]]:
     """Rows (text, label) of a CSV with the header text,label."""
     if not path.is_file():
         raise EvaluationInputError(f"{path}: no such file")
     rows: list[tuple[str, str]] = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if (
-            not reader.fieldnames
-            or "text" not in reader.fieldnames
-            or (require_label and "label" not in reader.fieldnames)
-        ):
-            raise EvaluationInputError(f"{path}: expected the columns text,label, found {reader.fieldnames}")
-        for number, row in enumerate(reader, start=2):
-            text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
-            if not text or (require_label and not label):
-                raise EvaluationInputError(f"{path}, row {number}: empty {'text' if not text else 'label'}")
-            rows.append((text, label))
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        try:
+            reader = csv.DictReader(handle)
+            if (
+                not reader.fieldnames
+                or "text" not in reader.fieldnames
+                or (require_label and "label" not in reader.fieldnames)
+            ):
+                raise EvaluationInputError(f"{path}: expected the columns text,label, found {reader.fieldnames}")
+            for number, row in enumerate(reader, start=2):
+                text, label = (row.get("text") or "").strip(), (row.get("label") or "").strip()
+                if "\x00" in text + label:  # valid UTF-8, but no text holds it (nor can PostgreSQL store it)
+                    raise EvaluationInputError(f"{path}, row {number}: a NUL byte; expected a text,label CSV")
+                if not text or (require_label and not label):
+                    raise EvaluationInputError(f"{path}, row {number}: empty {'text' if not text else 'label'}")
+                rows.append((text, label))
+        except UnicodeDecodeError as error:
+            raise EvaluationInputError(_not_utf8(path)) from error
+        except csv.Error as error:
+            raise EvaluationInputError(f"{path}: not a CSV the evaluation can read ({error})") from error
     if not rows:
         raise EvaluationInputError(f"{path}: no rows")
     return rows
@@ -244,8 +262,12 @@ def evaluate_routing(
         raise EvaluationInputError(f"--noise must be in [0, 1), got {noise}")
     inputs = _read_inputs(train_path, test_path, oos_path, calibrate_path, calibrate_oos_path)
     with tempfile.TemporaryDirectory(prefix="clay-eval-") as folder:
-        server = embedded_server.start(Path(folder) / "pgdata")
+        pgdata = Path(folder) / "pgdata"
         try:
+            # A signal while the server starts must not leave it running unseen, nor one while it stops
+            # leave it half stopped: both wait for the step to finish, then unwind through `finally`.
+            with deferred_signals():
+                server = embedded_server.start(pgdata)
             ensure_database(server.url("postgres"), "clay_eval")
             admin = server.url("clay_eval")
             apply_migrations(admin)
@@ -255,7 +277,8 @@ def evaluate_routing(
             with Database(server.url("clay_eval", "clay_app"), server.url("clay_eval", "clay_maintenance")) as db:
                 result = _evaluate(db, inputs, embedder, noise, seed, oos_recall_target, progress)
         finally:
-            embedded_server.stop(Path(folder) / "pgdata")
+            with deferred_signals():
+                embedded_server.stop(pgdata)
     return result
 
 
