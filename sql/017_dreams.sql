@@ -19,6 +19,7 @@ ALTER TABLE public.dreams ADD CONSTRAINT dreams_status_check CHECK (status IN (
   'rejected',          -- the decision rule rejected it
   'inconclusive',      -- neither promoted nor rejected: for a person to look at
   'not_selected',      -- evaluated on half A, not among the top k confirmed on half B
+  'promotable',        -- the rule promotes it, but nothing applies: a backfilled night, or a frozen tenant
   'promoted',          -- applied through a dream_promotion amendment
   'pending_approval',  -- promoted by the rule, waiting for a person (ARM mode)
   'declined',          -- a person rejected the promotion

@@ -236,6 +236,7 @@ EXPECTED_CHECKS: dict[tuple[str, str], list[str] | tuple[int, int]] = {
         "rejected",
         "inconclusive",
         "not_selected",
+        "promotable",
         "promoted",
         "pending_approval",
         "declined",

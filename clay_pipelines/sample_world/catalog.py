@@ -149,6 +149,10 @@ SYSTEMS: tuple[SystemSpec, ...] = (
         "local",
         "/opt/tars/",
         depends_on=("clay-consigliere",),
+        # How TARS dreams, declared before any data: how many mutations a skill gets a night, the
+        # replay window, how long a promotion is watched, and the decision rule (tars/decision.py's
+        # defaults unless declared here).
+        extra_parameters={"mutations_per_system": 10, "replay_window_days": 7, "watch_days": 7},
     ),
     SystemSpec(
         "ledger-lens",

@@ -380,7 +380,9 @@ def amend(conn: psycopg.Connection, change: Change) -> Amendment:
     )
 
 
-def rollback(conn: psycopg.Connection, amendment_id: UUID, by: str, reason: str) -> Amendment:
+def rollback(
+    conn: psycopg.Connection, amendment_id: UUID, by: str, reason: str, evidence: dict[str, Any] | None = None
+) -> Amendment:
     """A new amendment that undoes `amendment_id` (the previous constitution byte for byte when
     nothing else changed since); refused when it cannot be rolled back or a later amendment changed
     the same keys."""
@@ -408,7 +410,12 @@ def rollback(conn: psycopg.Connection, amendment_id: UUID, by: str, reason: str)
         restored,
         amendment_type="manual_update",
         approved_by=by,
-        evidence={"reason": reason, "rollback_of": str(original.id), "rolled_back_hash": original.new_hash},
+        evidence={
+            **(evidence or {}),
+            "reason": reason,
+            "rollback_of": str(original.id),
+            "rolled_back_hash": original.new_hash,
+        },
         rollback_of=original.id,
     )
     conn.execute("UPDATE constitutional_amendments SET rolled_back_at = now() WHERE id = %s", (original.id,))
