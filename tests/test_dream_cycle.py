@@ -163,3 +163,34 @@ def test_a_guardrail_breach_after_a_promotion_rolls_it_back_once(acme) -> None:
         assert undo.approved_by == watch.WATCHER and undo.evidence["breaches"]
         again = watch.check_watches(conn, later)
     assert (again.checked, again.rolled_back) == (0, [])  # one alert, not one per check
+
+
+def test_the_dream_assets_report_the_night_and_check_the_promotions(acme, fresh_db) -> None:
+    import dagster as dg
+
+    from clay_pipelines.resources import PostgresResource
+    from clay_pipelines.routing.assets import EmbedderResource
+    from clay_pipelines.tars.assets import dream_cycle, dream_promotion_rate, promotions
+
+    resources = {
+        "postgres": PostgresResource(app_dsn=fresh_db.app_url, maintenance_dsn=fresh_db.maintenance_url),
+        "embedder": EmbedderResource(name="hashing"),
+    }
+    night = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    with dg.instance_for_test() as instance:
+        first = dg.materialize([dream_cycle], instance=instance, resources=resources, partition_key=night)
+        metadata = {
+            k: v.value for k, v in first.asset_materializations_for_node("tars__dream_cycle")[0].metadata.items()
+        }
+        _promotable_dream(acme, {THRESHOLD: 0.65})
+        _promote(acme)
+        checked = dg.materialize([promotions, dream_promotion_rate], instance=instance, resources=resources)
+    assert metadata["nights"] == 1 and metadata["promoted"] == 0  # a past night never promotes
+    row = metadata["dreams"].splitlines()[2].split(" | ")
+    assert row[0] == "| Acme" and row[1] == night and row[2] == "clay-consigliere" and row[6] == "evaluation only"
+    evaluations = {e.check_name: e for e in checked.get_asset_check_evaluations()}
+    assert evaluations["one_amendment_per_promoted_dream"].passed
+    assert evaluations["mutations_within_bounds"].passed
+    # The hand-made promotion above has no decision record behind it: the check says so.
+    decision_check = evaluations["promotions_follow_their_decision_record"]
+    assert not decision_check.passed and "no decision record" in decision_check.metadata["problems"].value

@@ -333,7 +333,11 @@ _STATUS = {
 
 
 def _family_summary(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in ("proposals", "skipped")}
+    """The night's record less the proposals (each dream row holds its own entry), with their order so
+    that the whole record can be rebuilt (tars/reports.night_record) and re-checked."""
+    summary = {k: v for k, v in record.items() if k != "proposals"}
+    summary["proposal_order"] = [entry["hash"] for entry in record["proposals"]]
+    return summary
 
 
 def _changes_from(constitution: dict[str, Any], mutation: dict[str, Any]) -> dict[str, Any]:
