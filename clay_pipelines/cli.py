@@ -25,23 +25,13 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import settings
+from clay_pipelines import cli_tars, settings
+from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError
 
 if TYPE_CHECKING:
     import dagster as dg
 
     from clay_pipelines.processes import ProcessIdentity
-
-EXIT_FAILURE = 1
-EXIT_BAD_INPUT = 2
-
-
-class CommandError(RuntimeError):
-    """A failure the user can act on; printed as one line."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _say(message: str) -> None:
@@ -612,6 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument("--calibrate-oos", type=Path, default=None, help="CSV text: out-of-scope validation data")
     routing.add_argument("--json", action="store_true", help="one line of JSON, no progress")
     routing.set_defaults(handler=cmd_eval_routing)
+
+    cli_tars.register(commands)
 
     dev = commands.add_parser("dev", help="open the Dagster UI on the same database and instance")
     dev.add_argument("--port", type=int, default=3000)

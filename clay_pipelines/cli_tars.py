@@ -226,6 +226,43 @@ def cmd_amendments_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dreams_list(args: argparse.Namespace) -> int:
+    from clay_pipelines.tars import reports
+
+    with _transaction(args) as conn:
+        listed = reports.dreams(conn, cycle_id=args.cycle, pending=args.pending)
+    for d in listed:
+        changes = ", ".join(f"{k.rsplit('.', 1)[-1]}={json.dumps(v)}" for k, v in d.mutation.items())
+        gain = "" if d.gain is None else f"  success {d.gain:+.3f}"
+        if d.interval and d.interval[0] is not None and d.interval[1] is not None:
+            gain += f" [{d.interval[0]:+.3f}, {d.interval[1]:+.3f}]"
+        flag = " (evaluation only)" if d.evaluation_only else ""
+        _cli()._say(f"{d.cycle_id}  {d.id}  {d.system_name:<18} {d.status:<16} {changes}{gain}{flag}")
+    if not listed:
+        _cli()._say("no dreams" + (" waiting for approval" if args.pending else ""))
+    return 0
+
+
+def cmd_dreams_show(args: argparse.Namespace) -> int:
+    from clay_pipelines.tars import reports
+
+    with _transaction(args) as conn:
+        shown = reports.dream(conn, args.dream)
+    _cli()._say(json.dumps(shown, indent=2, default=str, sort_keys=True))
+    return 0
+
+
+def cmd_dreams_approve(args: argparse.Namespace) -> int:
+    from clay_pipelines.tars import cycle
+
+    with _transaction(args) as conn:
+        status = cycle.approve_dream(conn, args.dream, args.by, approve=not args.reject, reason=args.reason)
+    if status == "stale":
+        raise CommandError(f"dream {args.dream}: the constitution changed since it was dreamed; marked stale")
+    _cli()._say(f"dream {args.dream}: {status}")
+    return 0
+
+
 def _tenant_options(parser: argparse.ArgumentParser, platform: bool = False) -> None:
     parser.add_argument("--tenant", default=None, help="tenant name, domain or id")
     if platform:
@@ -287,3 +324,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     approve.add_argument("--reject", action="store_true")
     approve.add_argument("--reason", default=None)
     approve.set_defaults(handler=cmd_amendments_approve)
+
+    dreams = commands.add_parser("dreams", help="TARS's dreams: list, show, approve")
+    actions = dreams.add_subparsers(dest="dreams_command", required=True, metavar="ACTION")
+    listed = actions.add_parser("list", help="the tenant's dreams, newest night first")
+    _tenant_options(listed)
+    listed.add_argument("--pending", action="store_true", help="only those waiting for approval")
+    listed.add_argument("--cycle", default=None, metavar="CYCLE_ID", help="one night, e.g. dream-2026-11-30-03:00")
+    listed.set_defaults(handler=cmd_dreams_list)
+    shown = actions.add_parser("show", help="one dream: mutation, replay window, estimates, decision record")
+    shown.add_argument("dream", metavar="DREAM", type=_uuid)
+    _tenant_options(shown)
+    shown.set_defaults(handler=cmd_dreams_show)
+    decided = actions.add_parser("approve", help="approve (or --reject) a dream waiting for approval")
+    decided.add_argument("dream", metavar="DREAM", type=_uuid)
+    _tenant_options(decided)
+    decided.add_argument("--by", required=True)
+    decided.add_argument("--reject", action="store_true")
+    decided.add_argument("--reason", default=None)
+    decided.set_defaults(handler=cmd_dreams_approve)

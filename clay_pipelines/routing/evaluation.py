@@ -35,6 +35,7 @@ from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.learning import wilson_lower_bound
 from clay_pipelines.routing.router import RoutingDecision, route
 from clay_pipelines.routing.rule_store import learn_rules_full
+from clay_pipelines.tars import amendments
 
 CATCH_ALL = "clay-consigliere"
 
@@ -237,11 +238,20 @@ def calibrate_threshold(in_scope: RoutedSet, oos: RoutedSet | None, oos_recall_t
 
 
 def _set_threshold(db: Database, threshold: float) -> None:
+    """The calibrated threshold, as the evaluation world's platform amendment (constitutions change
+    only through amendments)."""
     with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
-        conn.execute(
-            "UPDATE systems SET constitution = jsonb_set(constitution, '{parameters,routing_confidence_threshold}', %s) "
-            "WHERE name = %s",
-            (Jsonb(threshold), CATCH_ALL),
+        current = amendments.effective(conn, CATCH_ALL).constitution
+        if current.get("parameters", {}).get("routing_confidence_threshold") == threshold:
+            return
+        amendments.amend(
+            conn,
+            amendments.Change(
+                system=CATCH_ALL,
+                changes={"parameters.routing_confidence_threshold": threshold},
+                by="evaluation@clay.local",
+                reason="threshold calibrated on validation data",
+            ),
         )
 
 
