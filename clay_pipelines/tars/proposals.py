@@ -1,0 +1,157 @@
+"""Dream proposals: which changes to a skill's tunables TARS tries in one cycle.
+
+Deterministic for a cycle: the random picks are seeded by the SHA-256 of the cycle id, so a cycle
+that runs again proposes the same mutations. A mutation maps dotted keys ("parameters.X") to new
+values; every value is on its tunable's grid, inside its bounds, and differs from today's value.
+
+What is proposed, in this order, up to `limit`:
+  1. neighbours: today's value of each parameter one step down and up, then two steps;
+  2. a few joint proposals: two parameters moved one step each;
+  3. a few points drawn across the bounds, one parameter at a time.
+Only parameters whose effect a replay of logged requests can show are dreamed: the router's
+thresholds, which decide() reads. Every other tunable (e.g. min_rule_executions, which changes the
+rules the learner writes, or a skill's own timeout) is returned as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clay_pipelines.tars import constitution as c
+from clay_pipelines.tars.replay import ROUTER_SETTINGS
+
+JOINT_PROPOSALS = 2
+SPREAD_PROPOSALS = 2
+_REASONS = {
+    "min_rule_executions": "it changes which rules the learner writes; replaying today's rules cannot show its effect",
+}
+_NOT_READ = "the router's decision does not read it, so replaying logged requests cannot show its effect"
+_NOT_ROUTER = "the router reads its thresholds from the catch-all's constitution only, not from this skill's"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proposals:
+    mutations: list[dict[str, Any]]
+    skipped: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+
+def mutation_hash(mutation: dict[str, Any]) -> str:
+    """SHA-256 of the mutation's RFC 8785 canonical JSON: its identity across cycles and tables."""
+    return hashlib.sha256(c.canonical(mutation)).hexdigest()
+
+
+def cycle_rng(cycle_id: str, purpose: str) -> np.random.Generator:
+    """A generator seeded by the cycle id (and what it is for, so that uses do not share draws)."""
+    digest = hashlib.sha256(f"{cycle_id}\x1f{purpose}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "big"))
+
+
+def propose(constitution: dict[str, Any], cycle_id: str, limit: int) -> list[dict[str, Any]]:
+    """At most `limit` mutations of the constitution's replayable tunables (see plan())."""
+    return plan(constitution, cycle_id, limit).mutations
+
+
+def plan(constitution: dict[str, Any], cycle_id: str, limit: int) -> Proposals:
+    """The cycle's mutations and the skipped ones with their reasons."""
+    if limit < 0:
+        raise ValueError(f"limit must be at least 0, not {limit}")
+    declared = c.tunables(constitution)
+    parameters = constitution.get("parameters") or {}
+    is_router = bool(parameters.get("catch_all"))
+    replayable = [name for name in declared if is_router and name in ROUTER_SETTINGS]
+    skipped = [
+        (mutation, _skip_reason(name, is_router))
+        for name in declared
+        if name not in replayable
+        for mutation in _steps(declared[name], parameters[name], (-1, 1))
+    ]
+    rng = cycle_rng(cycle_id, "proposals")
+    candidates = [
+        *(m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))),
+        *(m for name in replayable for m in _steps(declared[name], parameters[name], (-2, 2))),
+        *_joint(declared, parameters, replayable, rng),
+        *_spread(declared, parameters, replayable, rng),
+    ]
+    mutations: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for mutation in candidates:
+        checked = c.check_automated(constitution, mutation)
+        key = mutation_hash(checked)
+        if key not in seen and len(mutations) < limit:
+            seen.add(key)
+            mutations.append(checked)
+    return Proposals(mutations=mutations, skipped=skipped)
+
+
+def _skip_reason(name: str, is_router: bool) -> str:
+    if name in ROUTER_SETTINGS and not is_router:
+        return _NOT_ROUTER
+    return _REASONS.get(name, _NOT_READ)
+
+
+def _key(name: str) -> str:
+    return f"parameters.{name}"
+
+
+def _same(a: Any, b: Any) -> bool:
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    return abs(float(a) - float(b)) < 1e-9 if numeric else a == b
+
+
+def _neighbour(tunable: c.Tunable, value: Any, offset: int) -> Any | None:
+    """The grid point `offset` steps from today's value, or None past the bounds. A value set by
+    hand between two grid points has those two points as its first steps down and up."""
+    grid = tunable.grid()
+    exact = [i for i, point in enumerate(grid) if _same(point, value)]
+    if exact:
+        index = exact[0] + offset
+    elif tunable.type == "choice" or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    else:
+        below = sum(1 for point in grid if float(point) < float(value))  # points under today's value
+        index = below + offset if offset < 0 else below + offset - 1
+    return grid[index] if 0 <= index < len(grid) else None
+
+
+def _steps(tunable: c.Tunable, value: Any, offsets: tuple[int, ...]) -> list[dict[str, Any]]:
+    out = []
+    for offset in offsets:
+        moved = _neighbour(tunable, value, offset)
+        if moved is not None:
+            out.append({_key(tunable.name): moved})
+    return out
+
+
+def _joint(
+    declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Two parameters moved one step each; a few of every such combination, drawn by the cycle."""
+    options = []
+    for first, second in itertools.combinations(names, 2):
+        for a, b in itertools.product((-1, 1), repeat=2):
+            x = _neighbour(declared[first], parameters[first], a)
+            y = _neighbour(declared[second], parameters[second], b)
+            if x is not None and y is not None:
+                options.append({_key(first): x, _key(second): y})
+    if not options:
+        return []
+    picks = rng.permutation(len(options))[:JOINT_PROPOSALS]
+    return [options[int(i)] for i in picks]
+
+
+def _spread(
+    declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Points across the bounds, one parameter at a time, away from today's value."""
+    out: list[dict[str, Any]] = []
+    for _ in range(SPREAD_PROPOSALS if names else 0):
+        name = names[int(rng.integers(len(names)))]
+        grid = [v for v in declared[name].grid() if not _same(v, parameters[name])]
+        if grid:
+            out.append({_key(name): grid[int(rng.integers(len(grid)))]})
+    return out

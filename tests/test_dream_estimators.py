@@ -1,0 +1,210 @@
+"""Dream estimators on tables small enough to compute by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clay_pipelines.tars.estimators import (
+    DIRECT_METHOD,
+    DOUBLY_ROBUST,
+    DOUBLY_ROBUST_ESTIMATED,
+    METRICS,
+    Arm,
+    EstimationError,
+    Outcomes,
+    estimate,
+    outcomes_from_rows,
+)
+
+SUCCESS, SATISFACTION, COST, DURATION, BLOCKED, FALLBACK = range(len(METRICS))
+A, B, C = 0, 1, 2
+
+
+def _outcomes(cluster, system, success, *, propensity=None, blocked=None, cost=None, rating=None) -> Outcomes:
+    n = len(cluster)
+    return Outcomes(
+        cluster=np.array(cluster),
+        system=np.array(system),
+        success=np.array(success, dtype=float),
+        blocked=np.array(blocked if blocked is not None else [False] * n),
+        satisfaction=np.array(rating if rating is not None else [np.nan] * n, dtype=float),
+        cost=np.array(cost if cost is not None else [1.0] * n, dtype=float),
+        duration_ms=np.full(n, 100.0),
+        propensity=np.array(propensity if propensity is not None else [np.nan] * n, dtype=float),
+    )
+
+
+# History: cluster 0: A succeeded 3 of 4, B 1 of 2; cluster 1: A 1 of 2, B 3 of 3.
+HISTORY = _outcomes(
+    [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1], [A, A, A, A, B, B, A, A, B, B, B], [1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1]
+)
+# Window: (cluster, logged system, propensity, success).
+WINDOW = _outcomes([0, 0, 1, 1], [A, B, B, A], [1, 0, 1, 1], propensity=[0.8, 0.2, 0.9, 0.5])
+CURRENT = Arm(name="current", system=np.array([A, A, B, B]), fallback=np.array([False, False, False, True]))
+MUTATED = Arm(name="mutated", system=np.array([B, A, B, A]), fallback=np.array([False, True, False, True]))
+
+
+def _estimate(window=WINDOW, history=HISTORY, arms=(CURRENT, MUTATED), **kwargs):
+    kwargs.setdefault("bootstrap", 2)
+    return estimate(window, history, list(arms), clusters=2, systems=3, rng=np.random.default_rng(0), **kwargs)
+
+
+def test_doubly_robust_is_model_plus_propensity_weighted_residual_where_the_choice_was_logged() -> None:
+    est = _estimate()
+    # current: 0.75 + (1 - 0.75) / 0.8, then 0.75 (B was logged), 1 + (1 - 1) / 0.9, 1 (A was logged)
+    assert est.estimator == DOUBLY_ROBUST
+    assert est.point[0, SUCCESS] == pytest.approx((1.0625 + 0.75 + 1.0 + 1.0) / 4)
+    # mutated: 0.5 (A was logged), 0.75, 1, 0.5 + (1 - 0.5) / 0.5
+    assert est.point[1, SUCCESS] == pytest.approx((0.5 + 0.75 + 1.0 + 1.5) / 4)
+    # Paired: the two requests where both arms choose the same system differ by exactly zero.
+    assert est.diff_point[1, SUCCESS] == pytest.approx(((0.5 - 1.0625) + 0 + 0 + (1.5 - 1.0)) / 4)
+    assert est.changed.tolist() == [0.0, 0.5]
+    assert est.point[:, FALLBACK].tolist() == [0.25, 0.5]
+    assert est.unsupported[:, SUCCESS].tolist() == [0.0, 0.0]
+
+
+def test_direct_method_uses_the_model_alone() -> None:
+    est = _estimate(estimator=DIRECT_METHOD)
+    assert est.estimator == DIRECT_METHOD
+    assert est.point[:, SUCCESS] == pytest.approx([(0.75 + 0.75 + 1 + 1) / 4, (0.5 + 0.75 + 1 + 0.5) / 4])
+
+
+def test_without_logged_propensities_the_windows_choice_shares_per_cluster_stand_in_and_it_says_so() -> None:
+    window = _outcomes([0, 0, 1, 1], [A, B, B, A], [1, 0, 1, 1])
+    est = _estimate(window=window)
+    assert (est.estimator, est.estimated_propensity_share) == (DOUBLY_ROBUST_ESTIMATED, 1.0)
+    # Each logged choice is one of two in its cluster: propensity 0.5.
+    assert est.point[0, SUCCESS] == pytest.approx((0.75 + 0.25 / 0.5 + 0.75 + 1.0 + 1.0) / 4)
+    with pytest.raises(EstimationError, match="have no propensity"):
+        _estimate(window=window, estimator=DOUBLY_ROBUST)
+
+
+def test_unsupported_choices_are_valued_at_the_pessimistic_bound_and_reported() -> None:
+    # C never served cluster 0; cluster 1's B rows are all governance-blocked, so B has no evidence there.
+    history = _outcomes(
+        [0, 0, 1, 1, 1],
+        [A, A, A, B, B],
+        [1, 0, 1, 0, 0],
+        blocked=[False, False, False, True, True],
+        cost=[1.0, 3.0, 2.0, 0.0, 0.0],
+    )
+    window = _outcomes([0, 1], [A, A], [1, 0], propensity=[1.0, 1.0], cost=[2.0, 2.0])
+    current = Arm(name="current", system=np.array([A, A]), fallback=np.array([False, False]))
+    mutated = Arm(name="mutated", system=np.array([C, B]), fallback=np.array([False, False]))
+    est = estimate(window, history, [current, mutated], clusters=2, systems=3, bootstrap=2)
+    assert est.unsupported[1, SUCCESS] == 1.0
+    # Success 0, cost the worst observed (3.0), every request blocked.
+    assert est.point[1, [SUCCESS, COST, BLOCKED]].tolist() == [0.0, 3.0, 1.0]
+    assert est.optimistic_point[1, [SUCCESS, COST, BLOCKED]].tolist() == [1.0, 0.0, 0.0]
+    # The current arm: model + residual with propensity 1 is the logged outcome itself.
+    assert est.point[0, SUCCESS] == pytest.approx(0.5)
+    # Its difference is the worst case for the mutation, and reported as resting on bounds.
+    assert est.diff_point[1, SUCCESS] == pytest.approx(-0.5)
+    assert est.optimistic_diff_point[1, SUCCESS] == pytest.approx(0.5)
+    assert est.diff_unsupported[1, SUCCESS] == 1.0
+    summary = est.summary(1, 0.9)
+    assert summary["success_rate"]["unsupported_share"] == 1.0
+    assert summary["success_rate"]["difference"]["bounded_share"] == 1.0
+
+
+def test_a_choice_of_no_system_is_unsupported() -> None:
+    nothing = Arm(name="none", system=np.array([-1, A, B, B]), fallback=np.array([True, False, False, True]))
+    est = _estimate(arms=(CURRENT, nothing))
+    assert est.unsupported[1, SUCCESS] == 0.25
+    assert est.point[1, SUCCESS] == pytest.approx((0.0 + 0.75 + 1.0 + 1.0) / 4)
+
+
+def test_ratings_missing_at_random_within_a_cell_are_weighted_by_the_share_rated() -> None:
+    history = _outcomes([0, 0, 0], [A, A, A], [1, 1, 1], rating=[4, 2, np.nan])
+    window = _outcomes([0, 0], [A, A], [1, 1], propensity=[1.0, 1.0], rating=[5, np.nan])
+    arm = Arm(name="current", system=np.array([A, A]), fallback=np.array([False, False]))
+    est = estimate(window, history, [arm], clusters=1, systems=1, bootstrap=2)
+    # Model 3.0; the rated request adds (5 - 3) / (1 x 1/2), the unrated one nothing.
+    assert est.point[0, SATISFACTION] == pytest.approx((3.0 + 4.0 + 3.0) / 2)
+
+
+def test_the_bootstrap_refits_the_model_on_resampled_history_and_pairs_the_difference() -> None:
+    # Direct method on a window of one cell: resampling the window alone could not move the
+    # estimate, so its spread comes from refitting the model on resampled history.
+    window = _outcomes([0] * 5, [A] * 5, [1] * 5, propensity=[1.0] * 5)
+    arm = Arm(name="current", system=np.full(5, A), fallback=np.zeros(5, dtype=bool))
+    same = Arm(name="same", system=np.full(5, A), fallback=np.zeros(5, dtype=bool))
+    first = estimate(
+        window,
+        HISTORY,
+        [arm, same],
+        clusters=2,
+        systems=3,
+        bootstrap=200,
+        estimator=DIRECT_METHOD,
+        rng=np.random.default_rng(7),
+    )
+    again = estimate(
+        window,
+        HISTORY,
+        [arm, same],
+        clusters=2,
+        systems=3,
+        bootstrap=200,
+        estimator=DIRECT_METHOD,
+        rng=np.random.default_rng(7),
+    )
+    assert first.replicates.shape == (200, 2, len(METRICS))
+    assert first.se()[0, SUCCESS] > 0.1
+    assert np.array_equal(first.replicates, again.replicates, equal_nan=True)
+    assert not first.diff_replicates[:, 1].any()  # an arm identical to the baseline differs by exactly 0
+    lower, upper = first.interval(0.9)
+    assert lower[0, SUCCESS] < first.point[0, SUCCESS] < upper[0, SUCCESS]
+
+
+def test_outcomes_from_rows_keeps_known_outcomes_and_names_a_bad_row() -> None:
+    rows = [
+        {
+            "cluster": 0,
+            "system_name": "memvid",
+            "status": "success",
+            "completed": True,
+            "cost_usd": 0.1,
+            "duration_ms": 900,
+            "user_satisfaction": 5,
+            "routing_propensity": 0.95,
+        },
+        {
+            "cluster": 1,
+            "system_name": "memvid",
+            "status": "governance_blocked",
+            "completed": True,
+            "cost_usd": 0,
+            "duration_ms": 40,
+            "user_satisfaction": None,
+            "routing_propensity": None,
+        },
+        {
+            "cluster": 1,
+            "system_name": "memvid",
+            "status": "partial",
+            "completed": False,
+            "cost_usd": None,
+            "duration_ms": None,
+            "user_satisfaction": None,
+            "routing_propensity": 1.0,
+        },
+    ]
+    outcomes, left_out = outcomes_from_rows(rows, ["clay-consigliere", "memvid"])
+    assert left_out == 1
+    assert outcomes.success.tolist() == [1.0, 0.0]
+    assert outcomes.blocked.tolist() == [False, True]
+    assert outcomes.system.tolist() == [1, 1]
+    assert np.isnan(outcomes.propensity[1])
+    with pytest.raises(EstimationError, match="row 0: system 'memvid' is not among the systems"):
+        outcomes_from_rows(rows[:1], ["clay-consigliere"])
+
+
+def test_invalid_outcomes_are_refused_naming_the_row() -> None:
+    with pytest.raises(EstimationError, match=r"row 1: propensity not in \(0, 1\]"):
+        _outcomes([0, 0], [A, A], [1, 0], propensity=[0.5, 0.0])
+    with pytest.raises(EstimationError, match="row 0: governance-blocked but successful"):
+        _outcomes([0], [A], [1], blocked=[True])
+    with pytest.raises(EstimationError, match="arm mutated: 3 choices for 4 window requests"):
+        _estimate(arms=(CURRENT, Arm(name="mutated", system=np.array([A, A, A]), fallback=np.zeros(3, bool))))
