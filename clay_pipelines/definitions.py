@@ -23,6 +23,7 @@ from clay_pipelines.routing.assets import (
     ROUTING_SENSORS,
     EmbedderResource,
 )
+from clay_pipelines.tars.assets import TARS_ASSETS
 
 # Transient failures (a dropped connection, a busy database) get three more tries with growing,
 # jittered waits; every other failure is final at once (see `_permanent_unless_transient`). Runs
@@ -108,7 +109,10 @@ def with_failure_policy(assets_def: dg.AssetsDefinition | dg.AssetSpec) -> dg.As
     return dg.AssetsDefinition.dagster_internal_init(**{**assets_def.get_attributes_dict(), "node_def": wrapped})
 
 
-ALL_ASSETS = [with_failure_policy(a) for a in [*EXTERNAL_ASSETS, *MONITORING_ASSETS, *PAYROLL_ASSETS, *ROUTING_ASSETS]]
+ALL_ASSETS = [
+    with_failure_policy(a)
+    for a in [*EXTERNAL_ASSETS, *MONITORING_ASSETS, *PAYROLL_ASSETS, *ROUTING_ASSETS, *TARS_ASSETS]
+]
 
 monitoring_job = dg.define_asset_job(
     "platform_monitoring",

@@ -232,22 +232,33 @@ def _single_run(node: object) -> bool:
     return policy is not None and policy.max_partitions_per_run is None
 
 
+# An asset tagged so is materialized for its newest partition only by `clay run` (a nightly cycle:
+# running every past night is a backfill a person asks for).
+LATEST_ONLY_TAG = ("clay/run_partitions", "latest")
+
+
+def _latest_only(node: object) -> bool:
+    return node.tags.get(LATEST_ONLY_TAG[0]) == LATEST_ONLY_TAG[1]  # type: ignore[attr-defined]
+
+
 def _batches(
     defs: dg.Definitions, selection: set[dg.AssetKey] | None
-) -> list[tuple[PartitionsDefinition | None, bool, list[dg.AssetKey]]]:
-    """Neighbours in topological order that share a partitioning and a backfill style run together."""
+) -> list[tuple[PartitionsDefinition | None, bool, bool, list[dg.AssetKey]]]:
+    """Neighbours in topological order that share a partitioning, a backfill style and the latest-only
+    tag run together."""
     graph = defs.resolve_asset_graph()
-    batches: list[tuple[PartitionsDefinition | None, bool, list[dg.AssetKey]]] = []
+    batches: list[tuple[PartitionsDefinition | None, bool, bool, list[dg.AssetKey]]] = []
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
         if not node.is_materializable or (selection is not None and key not in selection):
             continue
         partitions_def = node.partitions_def
         single_run = partitions_def is not None and _single_run(node)
-        if batches and batches[-1][0] == partitions_def and batches[-1][1] == single_run:
-            batches[-1][2].append(key)
+        latest = partitions_def is not None and _latest_only(node)
+        if batches and batches[-1][:3] == (partitions_def, single_run, latest):
+            batches[-1][3].append(key)
         else:
-            batches.append((partitions_def, single_run, [key]))
+            batches.append((partitions_def, single_run, latest, [key]))
     return batches
 
 
@@ -343,7 +354,7 @@ def materialize_everything(
     assets_defs = list(graph.assets_defs)
     summaries: dict[dg.AssetKey, AssetSummary] = {}
 
-    for partitions_def, single_run, keys in _batches(defs, selection):
+    for partitions_def, single_run, latest_only, keys in _batches(defs, selection):
         for key in keys:
             summaries[key] = AssetSummary(key.to_user_string())
         runs: list[dict[str, object]] = []
@@ -354,6 +365,8 @@ def materialize_everything(
             if not partition_keys:
                 progress(f"{', '.join(k.to_user_string() for k in keys)}: no partitions yet, skipped")
                 continue
+            if latest_only:
+                partition_keys = partition_keys[-1:]
             if single_run:
                 runs.append(
                     {

@@ -19,6 +19,12 @@ def per_day(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows_written": 10})
 
 
+@dg.asset(partitions_def=days, backfill_policy=dg.BackfillPolicy.single_run(), tags={"clay/run_partitions": "latest"})
+def nightly(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    seen_ranges.append(list(context.partition_keys))
+    return dg.MaterializeResult(metadata={"rows_written": 1})
+
+
 @dg.asset
 def upstream() -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"rows_written": 5})
@@ -54,3 +60,12 @@ def test_failures_are_named_and_the_report_says_so() -> None:
     table = format_report(report)
     assert "broken" in table and "FAILED" in table
     assert [(a.asset, a.rows_written, a.failed) for a in report.assets] == [("upstream", 5, False), ("broken", 0, True)]
+
+
+def test_an_asset_tagged_latest_runs_for_its_newest_partition_only() -> None:
+    seen_ranges.clear()
+    defs = dg.Definitions(assets=[ranged, nightly])
+    with dg.instance_for_test() as instance:
+        report = materialize_everything(defs, instance, progress=lambda _: None)
+    assert report.ok
+    assert seen_ranges == [["2026-01-01", "2026-01-02", "2026-01-03"], ["2026-01-03"]]
