@@ -18,7 +18,16 @@ QUERIES = 200
 def _labelled() -> tuple[float, float, int]:
     directory = generate_directory(7)
     resolver = NameResolver(
-        [Person(e.id, e.first_name, e.last_name, e.middle_name, e.preferred_name) for e in directory],
+        [
+            Person(
+                employee_id=e.id,
+                first_name=e.first_name,
+                last_name=e.last_name,
+                middle_name=e.middle_name,
+                preferred_name=e.preferred_name,
+            )
+            for e in directory
+        ],
         {e.llc: e.id for e in directory if e.llc},
     )
     by_name = {(e.first_name, e.last_name): e.id for e in directory}
@@ -43,9 +52,9 @@ def run() -> None:
     rng = np.random.default_rng(3)
     people = [
         Person(
-            str(100000 + k),
-            FIRST_NAMES[int(rng.integers(len(FIRST_NAMES)))],
-            LAST_NAMES[int(rng.integers(len(LAST_NAMES)))] + ("" if k < 2000 else str(k % 997)),
+            employee_id=str(100000 + k),
+            first_name=FIRST_NAMES[int(rng.integers(len(FIRST_NAMES)))],
+            last_name=LAST_NAMES[int(rng.integers(len(LAST_NAMES)))] + ("" if k < 2000 else str(k % 997)),
         )
         for k in range(10_000)
     ]

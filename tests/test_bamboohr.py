@@ -121,9 +121,9 @@ def approved_payroll(fresh_db):
     ]
     entries = [
         Entry(
-            f"{e.last_name.upper()}, {e.first_name.upper()}",
-            Decimal(100 + k),
-            1,
+            employee_name=f"{e.last_name.upper()}, {e.first_name.upper()}",
+            amount=Decimal(100 + k),
+            page=1,
             employee_id=e.id,
             date=date(2026, 1, 30),
             currency="USD",
@@ -131,11 +131,13 @@ def approved_payroll(fresh_db):
         )
         for k, e in enumerate(directory[10:50])
     ]
-    entries.append(Entry("AWAY, GONE", Decimal("5.00"), 1, employee_id="99999", date=date(2026, 1, 30)))
+    entries.append(
+        Entry(employee_name="AWAY, GONE", amount=Decimal("5.00"), page=1, employee_id="99999", date=date(2026, 1, 30))
+    )
     with fresh_db.database() as db:
         with db.tenant_transaction(tenant) as conn:
             store.sync_directory(conn, people, {})
-            extraction = Extraction("jan.pdf", 1, None, entries=entries)
+            extraction = Extraction(source_file="jan.pdf", pages=1, template=None, entries=entries)
             stored = store.store_extraction(conn, "jan.pdf", "h", extraction, store.load_resolver(conn))
             assert stored.unresolved == 0
             decide_document(conn, "jan.pdf", "preston@oms.com", approve=True)
@@ -255,7 +257,10 @@ def test_delivery_and_reconciliation_assets_serve_only_their_tenant(
     with fresh_db.database() as db, db.tenant_transaction(other) as conn:
         store.sync_directory(conn, [{"id": "10001", "first_name": "Kevin", "last_name": "McCoy"}], {})
         extraction = Extraction(
-            "feb.pdf", 1, None, entries=[Entry("Kevin McCoy", Decimal("9.99"), 1, date=date(2026, 2, 27))]
+            source_file="feb.pdf",
+            pages=1,
+            template=None,
+            entries=[Entry(employee_name="Kevin McCoy", amount=Decimal("9.99"), page=1, date=date(2026, 2, 27))],
         )
         store.store_extraction(conn, "feb.pdf", "o", extraction, store.load_resolver(conn))
         decide_document(conn, "feb.pdf", "boss@other.io", approve=True)

@@ -124,12 +124,11 @@ def test_approve_and_resolve_payroll_from_the_command_line(fresh_db) -> None:
     with fresh_db.database() as db, db.tenant_transaction(tenant) as conn:
         store.sync_directory(conn, [{"id": "7", "first_name": "Ann", "last_name": "Li"}], {})
         entries = [
-            Entry("Ann Li", Decimal("10.00"), 1, date=date(2026, 1, 30)),
-            Entry("Li", Decimal("5.00"), 1, date=date(2026, 1, 30)),
+            Entry(employee_name="Ann Li", amount=Decimal("10.00"), page=1, date=date(2026, 1, 30)),
+            Entry(employee_name="Li", amount=Decimal("5.00"), page=1, date=date(2026, 1, 30)),
         ]
-        store.store_extraction(
-            conn, "jan.pdf", "h", Extraction("jan.pdf", 1, None, entries=entries), store.load_resolver(conn)
-        )
+        extraction = Extraction(source_file="jan.pdf", pages=1, template=None, entries=entries)
+        store.store_extraction(conn, "jan.pdf", "h", extraction, store.load_resolver(conn))
         unresolved = conn.execute("SELECT entry_id FROM payroll_review_queue").fetchone()[0]
 
     bad = clay("approve", "payroll", "jan.pdf", "--by", "preston@oms.com", database=fresh_db.name)

@@ -17,7 +17,16 @@ def directory():
 
 @pytest.fixture(scope="module")
 def resolver(directory) -> NameResolver:
-    people = [Person(e.id, e.first_name, e.last_name, e.middle_name, e.preferred_name) for e in directory]
+    people = [
+        Person(
+            employee_id=e.id,
+            first_name=e.first_name,
+            last_name=e.last_name,
+            middle_name=e.middle_name,
+            preferred_name=e.preferred_name,
+        )
+        for e in directory
+    ]
     return NameResolver(people, {e.llc: e.id for e in directory if e.llc})
 
 

@@ -28,13 +28,15 @@ def test_pending_lists_approvals_duplicates_and_quarantined_files(fresh_db) -> N
     with fresh_db.admin() as conn:
         tenant = conn.execute("INSERT INTO tenants (name, domain) VALUES ('OMS', 'oms.com') RETURNING id").fetchone()[0]
     entries = [
-        Entry("Ann Li", Decimal("10.00"), 1, date=date(2026, 1, 30)),
-        Entry("Li", Decimal("5.00"), 1, date=date(2026, 1, 30)),
+        Entry(employee_name="Ann Li", amount=Decimal("10.00"), page=1, date=date(2026, 1, 30)),
+        Entry(employee_name="Li", amount=Decimal("5.00"), page=1, date=date(2026, 1, 30)),
     ]
     with fresh_db.database() as db, db.tenant_transaction(tenant) as conn:
         store.sync_directory(conn, [{"id": "7", "first_name": "Ann", "last_name": "Li"}], {})
         for name in ("jan.pdf", "jan-final.pdf", "dec.pdf"):
-            extraction = Extraction(name, 1, None, entries=entries[:1] if name == "dec.pdf" else entries)
+            extraction = Extraction(
+                source_file=name, pages=1, template=None, entries=entries[:1] if name == "dec.pdf" else entries
+            )
             store.store_extraction(
                 conn, name, "dec" if name == "dec.pdf" else "jan", extraction, store.load_resolver(conn)
             )

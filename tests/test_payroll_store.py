@@ -37,7 +37,10 @@ def _extraction(*entries: tuple[str, str]) -> Extraction:
         source_file="run.pdf",
         pages=1,
         template=None,
-        entries=[Entry(name, Decimal(amount), 1, date=date(2026, 1, 30), currency="USD") for name, amount in entries],
+        entries=[
+            Entry(employee_name=name, amount=Decimal(amount), page=1, date=date(2026, 1, 30), currency="USD")
+            for name, amount in entries
+        ],
     )
 
 
@@ -117,7 +120,9 @@ def test_unresolved_payees_go_to_review_and_wait(db, tenant) -> None:
 
 def test_a_failure_midway_leaves_nothing_half_written(db, tenant) -> None:
     bad = _extraction(("MCCOY, KEVIN", "100.00"))
-    bad.entries.append(Entry("Bob Scott", Decimal("1.00"), 1, date=None))  # payroll_entries.date is NOT NULL
+    bad.entries.append(
+        Entry(employee_name="Bob Scott", amount=Decimal("1.00"), page=1, date=None)
+    )  # payroll_entries.date is NOT NULL
     with pytest.raises(Exception, match='null value in column "date"'):
         _store(db, tenant, bad, "broken")
     assert _rows(db, tenant, "SELECT count(*) FROM payroll_entries") == [(0,)]
@@ -223,7 +228,7 @@ def test_a_renamed_copy_is_a_duplicate_and_stores_nothing(db, tenant) -> None:
     original = _store(db, tenant, _extraction(*V1), "same", file="jan.pdf")
     copy = _store(db, tenant, _extraction(*V1), "same", file="jan-copy.pdf")
     assert (copy.status, copy.version, copy.entries, copy.unchanged) == ("duplicate", 1, 0, False)
-    assert copy.duplicate_of == store.Copied("jan.pdf", 1, "jan.pdf")
+    assert copy.duplicate_of == store.Copied(source_file="jan.pdf", version=1, live_in="jan.pdf")
     assert _entries(db, tenant) == [("jan.pdf", "10001", "100.00"), ("jan.pdf", "10049", "250.50")]
     assert _rows(db, tenant, "SELECT count(*), count(DISTINCT document_id) FROM bamboohr_outbox") == [(2, 1)]
     assert _rows(db, tenant, "SELECT source_file, status, duplicate_of FROM payroll_documents ORDER BY 1") == [
@@ -245,7 +250,11 @@ def test_a_copy_is_not_promoted_when_its_original_is_replaced_it_is_reported_orp
     assert replaced.orphaned_copies == ("copy.pdf",)
     # Run the copy again: still a duplicate, of content that is live nowhere; its entries do not come back.
     copy = _store(db, tenant, _extraction(*V1), "x", file="copy.pdf")
-    assert (copy.unchanged, copy.status, copy.duplicate_of) == (True, "duplicate", store.Copied("jan.pdf", 1, None))
+    assert (copy.unchanged, copy.status, copy.duplicate_of) == (
+        True,
+        "duplicate",
+        store.Copied(source_file="jan.pdf", version=1, live_in=None),
+    )
     assert _entries(db, tenant) == [("jan.pdf", "10001", "110.00")]
     with db.tenant_transaction(tenant) as conn:
         (state,) = store.file_states(conn, "copy.pdf")
@@ -255,9 +264,8 @@ def test_a_copy_is_not_promoted_when_its_original_is_replaced_it_is_reported_orp
     assert state.needs() == "remove the copy, or put its content back as jan.pdf"
     # The original's content put back: the copy duplicates it again.
     _store(db, tenant, _extraction(*V1), "x", file="jan.pdf")
-    assert _store(db, tenant, _extraction(*V1), "x", file="copy.pdf").duplicate_of == store.Copied(
-        "jan.pdf", 1, "jan.pdf"
-    )
+    again = _store(db, tenant, _extraction(*V1), "x", file="copy.pdf")
+    assert again.duplicate_of == store.Copied(source_file="jan.pdf", version=1, live_in="jan.pdf")
 
 
 def test_a_file_whose_new_content_is_a_copy_retires_its_entries(db, tenant) -> None:
@@ -314,7 +322,9 @@ def test_sightings_number_each_content_change_and_record_each_outcome_once(db, t
         assert sightings.record_outcome(conn, "run.pdf", "a", "failed_checks", "no_zero_amounts: 1") is True
         assert sightings.observe(conn, "run.pdf", "a").processed
         # A content processed now, then seen again after another: a new, unprocessed sighting.
-        assert sightings.observe(conn, "run.pdf", "c") == sightings.Sighting("run.pdf", 4, "c", False, None, None)
+        assert sightings.observe(conn, "run.pdf", "c") == sightings.Sighting(
+            source_file="run.pdf", seq=4, content_hash="c", processed=False, outcome=None, detail=None
+        )
     assert _rows(
         db, tenant, "SELECT seq, content_hash, processed_at IS NOT NULL, outcome FROM payroll_file_sightings ORDER BY 1"
     ) == [(1, "a", False, None), (2, "b", False, None), (3, "a", True, "failed_checks"), (4, "c", False, None)]
@@ -357,3 +367,19 @@ def test_a_tenant_without_a_directory_sends_every_payee_to_review(fresh_db, tena
         assert _rows(database, tenant, "SELECT DISTINCT reason FROM payroll_review_queue") == [
             ("the tenant's employee directory is empty",)
         ]
+
+
+def test_an_approver_or_reviewer_is_named_by_email_address(db, tenant) -> None:
+    from clay_pipelines.payroll.approval import ApprovalError, decide_document, resolve_entry
+
+    _store(db, tenant, _extraction(("Smith", "10.00")), "x")
+    with db.tenant_transaction(tenant) as conn:
+        entry = conn.execute("SELECT entry_id FROM payroll_review_queue").fetchone()[0]
+        with pytest.raises(ApprovalError) as approver:
+            decide_document(conn, "run.pdf", "preston", approve=True)
+        with pytest.raises(ApprovalError) as reviewer:
+            resolve_entry(conn, entry, "10001", "hr")
+    assert str(approver.value) == "the approver is named by an email address, got 'preston'"
+    assert str(reviewer.value) == "the reviewer is named by an email address, got 'hr'"
+    assert _rows(db, tenant, "SELECT approval_status FROM payroll_documents") == [("awaiting",)]
+    assert _rows(db, tenant, "SELECT status FROM payroll_review_queue") == [("open",)]

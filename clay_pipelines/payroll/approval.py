@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from clay_pipelines.payroll.store import FileState, file_states
+from clay_pipelines.platform import ledger
 
 GOV_MD_SECTIONS = ["4.2", "7.1"]  # writes to a system of record; payroll approvals
 
@@ -26,7 +28,7 @@ class ApprovalError(ValueError):
     """An approval or resolution that cannot be applied, said in a sentence."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ApprovalOutcome:
     document_id: UUID
     source_file: str
@@ -39,8 +41,36 @@ class ApprovalOutcome:
 def decide_document(
     conn: psycopg.Connection, source_file: str, by: str, approve: bool, reason: str | None = None
 ) -> ApprovalOutcome:
+    _require_email(by, "approver")
+    document_id, version, execution_id = _awaiting_version(conn, source_file)
+    decision = "approved" if approve else "rejected"
+    conn.execute(
+        "UPDATE payroll_documents SET approval_status = %s, approved_by = %s, approved_at = now(), "
+        "approval_reason = %s WHERE id = %s",
+        (decision, by, reason, document_id),
+    )
+    if execution_id is not None:
+        ledger.record_governance_decision(
+            conn, execution_id, _governance_decision(decision, by, reason), blocked=not approve
+        )
+    released, waiting = _release_deliveries(conn, document_id, approve)
+    return ApprovalOutcome(
+        document_id=document_id,
+        source_file=source_file,
+        version=version,
+        decision=decision,
+        deliveries_released=released,
+        deliveries_waiting_for_review=waiting,
+    )
+
+
+def _require_email(by: str, who: str) -> None:
     if "@" not in by:
-        raise ApprovalError(f"--by must be the approver's email address, got {by!r}")
+        raise ApprovalError(f"the {who} is named by an email address, got {by!r}")
+
+
+def _awaiting_version(conn: psycopg.Connection, source_file: str) -> tuple[UUID, int, UUID | None]:
+    """The file's live version, locked, if it still awaits a decision: (document, version, its execution)."""
     row = conn.execute(
         "SELECT id, version, approval_status, execution_id FROM payroll_documents "
         "WHERE source_file = %s AND status = 'extracted' FOR UPDATE",
@@ -49,52 +79,45 @@ def decide_document(
     if row is None:
         raise ApprovalError(_nothing_to_decide(conn, source_file))
     document_id, version, status, execution_id = row
-    decision = "approved" if approve else "rejected"
-    decided_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     if status != "awaiting":
         raise ApprovalError(f"{source_file} version {version} was already {status}")
-    conn.execute(
-        "UPDATE payroll_documents SET approval_status = %s, approved_by = %s, approved_at = now(), "
-        "approval_reason = %s WHERE id = %s",
-        (decision, by, reason, document_id),
-    )
-    if execution_id is not None:
-        conn.execute(
-            """
-            UPDATE executions SET governance_check = governance_check || %s,
-              status = CASE WHEN %s THEN status ELSE 'governance_blocked' END
-            WHERE id = %s
-            """,
-            (
-                Jsonb(
-                    {
-                        "requires_approval": True,
-                        "decision": decision,
-                        "approved_by": by if approve else None,
-                        "approved_at": decided_at if approve else None,
-                        "rejected_by": None if approve else by,
-                        "rejected_at": None if approve else decided_at,
-                        "reason": reason,
-                        "gov_md_sections_checked": GOV_MD_SECTIONS,
-                    }
-                ),
-                approve,
-                execution_id,
-            ),
-        )
+    return document_id, version, execution_id
+
+
+def _governance_decision(decision: str, by: str, reason: str | None) -> dict[str, Any]:
+    """The decision as the executions row's governance_check records every ARM decision."""
+    approved = decision == "approved"
+    decided_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {
+        "requires_approval": True,
+        "decision": decision,
+        "approved_by": by if approved else None,
+        "approved_at": decided_at if approved else None,
+        "rejected_by": None if approved else by,
+        "rejected_at": None if approved else decided_at,
+        "reason": reason,
+        "gov_md_sections_checked": GOV_MD_SECTIONS,
+    }
+
+
+def _release_deliveries(conn: psycopg.Connection, document_id: UUID, approve: bool) -> tuple[int, int]:
+    """Approved: the resolved deliveries become pending, those awaiting a name review keep waiting.
+    Rejected: every one is rejected. Returns (released or rejected, still waiting for review)."""
     released = conn.execute(
         "UPDATE bamboohr_outbox SET status = %s WHERE document_id = %s AND status = 'awaiting_approval'",
         ("pending" if approve else "rejected", document_id),
     ).rowcount
-    waiting = conn.execute(
-        "SELECT count(*) FROM bamboohr_outbox WHERE document_id = %s AND status = 'awaiting_review'", (document_id,)
-    ).fetchone()[0]
-    if not approve:
-        conn.execute(
-            "UPDATE bamboohr_outbox SET status = 'rejected' WHERE document_id = %s AND status = 'awaiting_review'",
+    if approve:
+        waiting = conn.execute(
+            "SELECT count(*) FROM bamboohr_outbox WHERE document_id = %s AND status = 'awaiting_review'",
             (document_id,),
-        )
-    return ApprovalOutcome(document_id, source_file, version, decision, released, waiting if approve else 0)
+        ).fetchone()[0]
+        return released, waiting
+    conn.execute(
+        "UPDATE bamboohr_outbox SET status = 'rejected' WHERE document_id = %s AND status = 'awaiting_review'",
+        (document_id,),
+    )
+    return released, 0
 
 
 def _nothing_to_decide(conn: psycopg.Connection, source_file: str) -> str:
@@ -112,8 +135,7 @@ def pending(conn: psycopg.Connection, everything: bool = False) -> list[FileStat
 
 def resolve_entry(conn: psycopg.Connection, entry_id: UUID, employee_id: str, by: str) -> str:
     """Say who an unresolved payee is; returns the delivery's new status."""
-    if "@" not in by:
-        raise ApprovalError(f"--by must be the reviewer's email address, got {by!r}")
+    _require_email(by, "reviewer")
     review = conn.execute(
         "SELECT q.id, q.status, d.approval_status FROM payroll_review_queue q "
         "JOIN payroll_entries e ON e.id = q.entry_id JOIN payroll_documents d ON d.id = e.document_id "

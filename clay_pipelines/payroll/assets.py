@@ -5,24 +5,21 @@ Inbox layout: INBOX/<tenant name or domain>/<file>.pdf. A partition key is "<ten
 
 import json
 import os
-import shutil
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import dagster as dg
 
 from clay_pipelines import settings
 from clay_pipelines.db import MaintenanceJob, UnknownTenantError
 from clay_pipelines.metadata import markdown_table
-from clay_pipelines.payroll import checks, sightings, store
-from clay_pipelines.payroll.bamboohr import BambooHRClient, BambooHRConfig
-from clay_pipelines.payroll.delivery import deliver_pending, reconcile
+from clay_pipelines.payroll import checks, delivery, processing, sightings, store
+from clay_pipelines.payroll.bamboohr import BambooHRClient, BambooHRConfig, directory_people
 from clay_pipelines.payroll.extract import extract_document
+from clay_pipelines.payroll.model import Extraction
 from clay_pipelines.payroll.triage import UnreadableDocument
-from clay_pipelines.platform import ledger
 from clay_pipelines.resources import PostgresResource
 
 OWNERS = ["team:payroll"]
@@ -173,40 +170,23 @@ def employee_directory(
     payroll: PayrollSettings,
     bamboohr: BambooHRSettings,
 ) -> dg.MaterializeResult:
+    names = postgres.tenant_names()
     synced: dict[str, int] = {}
     bamboohr_tenant = None
     if bamboohr.configured():
         bamboohr_tenant = postgres.resolve_tenant(bamboohr.tenant())
         with bamboohr.client() as client:
-            people = [
-                {
-                    "id": str(e["id"]),
-                    "first_name": e.get("firstName") or "",
-                    "last_name": e.get("lastName") or "",
-                    "middle_name": e.get("middleName") or "",
-                    "preferred_name": e.get("preferredName"),
-                    "job_title": e.get("jobTitle"),
-                    "work_email": e.get("workEmail"),
-                }
-                for e in client.directory()
-            ]
+            people = directory_people(client.directory())
         with postgres.tenant_transaction(bamboohr_tenant) as conn:
-            llc = dict(conn.execute("SELECT llc_name, employee_id FROM llc_mappings").fetchall())
-            synced[bamboohr.tenant()] = store.sync_directory(conn, people, llc)
-        context.log.info(f"{bamboohr.tenant()}: {len(people)} employees from BambooHR's directory")
-    for path in sorted(payroll.directories().glob("*.json")):
-        if path.name.endswith(".llc.json"):
-            continue
-        tenant_ref = path.stem
-        people = json.loads(path.read_text())
-        llc_path = path.with_name(f"{tenant_ref}.llc.json")
-        llc = json.loads(llc_path.read_text()) if llc_path.exists() else {}
-        tenant_id = postgres.resolve_tenant(tenant_ref)
+            synced[names[bamboohr_tenant]] = store.sync_directory(conn, people, store.cached_llc_mapping(conn))
+        context.log.info(f"{names[bamboohr_tenant]}: {len(people)} employees from BambooHR's directory")
+    for cached in store.directory_files(payroll.directories()):
+        tenant_id = postgres.resolve_tenant(cached.tenant_ref)
         if tenant_id == bamboohr_tenant:
             continue  # BambooHR is this tenant's source of truth
         with postgres.tenant_transaction(tenant_id) as conn:
-            synced[tenant_ref] = store.sync_directory(conn, people, llc)
-        context.log.info(f"{tenant_ref}: {synced[tenant_ref]} employees, {len(llc)} LLC mappings")
+            synced[names[tenant_id]] = store.sync_directory(conn, cached.people, cached.llc_mapping)
+        context.log.info(f"{names[tenant_id]}: {len(cached.people)} employees, {len(cached.llc_mapping)} LLC mappings")
     return dg.MaterializeResult(
         metadata={
             "tenants": len(synced),
@@ -215,48 +195,6 @@ def employee_directory(
             "by_tenant": dg.MetadataValue.json(synced),
         }
     )
-
-
-CHECK_NAMES = ["total_reconciles", "no_duplicate_entries", "no_zero_amounts", "dates_plausible"]
-
-
-def _record_execution(
-    conn: Any,
-    source_file: str,
-    status: str,
-    started: datetime,
-    detail: dict[str, Any],
-    error: str | None,
-    document_id: Any = None,
-) -> None:
-    """The file as an executions row of domicile-governance; its governance_check awaits approval."""
-    system = conn.execute("SELECT id FROM systems WHERE name = 'domicile-governance'").fetchone()
-    governance = {
-        "requires_approval": True,
-        "action": "upload_payroll_entries",
-        "approved_by": None,
-        "approved_at": None,
-        "reason": None,
-        "gov_md_sections_checked": [],
-    }
-    execution_id = ledger.log_execution(
-        conn,
-        ledger.ExecutionRecord(
-            system_id=system[0] if system else None,
-            system_name="domicile-governance",
-            user_request=f"Process payroll PDF {source_file}",
-            routing_path=[system[0]] if system else [],
-            input_data={"source_file": source_file, "document_id": str(document_id) if document_id else None},
-            output_data=detail,
-            governance_check=governance,
-            status=status,
-            error_message=error,
-            started_at=started,
-            completed_at=datetime.now(UTC),
-        ),
-    )
-    if document_id is not None:
-        conn.execute("UPDATE payroll_documents SET execution_id = %s WHERE id = %s", (execution_id, document_id))
 
 
 @dg.multi_asset(
@@ -273,50 +211,84 @@ def _record_execution(
         )
     ],
     partitions_def=payroll_files,
-    check_specs=[dg.AssetCheckSpec(name, asset=ENTRIES, blocking=True) for name in CHECK_NAMES],
+    check_specs=[
+        dg.AssetCheckSpec(check.name, asset=ENTRIES, blocking=True, description=check.description)
+        for check in checks.CHECKS
+    ],
     # Outputs and check results are optional: a file that has left the inbox reports its state (an
     # observation) and materializes nothing, and its checks have nothing to evaluate.
     can_subset=True,
     pool="postgres",
 )
 def payroll_entries(context: dg.AssetExecutionContext, postgres: PostgresResource, payroll: PayrollSettings):  # noqa: ANN201 - generator of events
-    key = context.partition_key
-    tenant_ref, file_name = key.split("/", 1)
+    tenant_ref, file_name = context.partition_key.split("/", 1)
     path = payroll.inbox() / tenant_ref / file_name
-    tenant_id = _tenant(postgres, key, tenant_ref)
-    started_at, started = datetime.now(UTC), time.perf_counter()
+    tenant_id = _tenant(postgres, context.partition_key, tenant_ref)
     try:
-        digest = store.content_hash(path)
+        run = processing.FileRun(source_file=file_name, digest=store.content_hash(path))
     except FileNotFoundError:
         yield _gone(context, postgres, tenant_id, file_name)
         return
-    try:
-        extraction = extract_document(
-            path, password=payroll.password_for(key), configured_currency=payroll.default_currency
-        )
-    except UnreadableDocument as error:
-        raise _quarantine(postgres, payroll, tenant_id, key, path, digest, error, started_at, started) from error
+    extraction = _extract(postgres, payroll, tenant_id, path, run, context.partition_key)
     outcomes = checks.run_checks(extraction)
     yield from _check_results(context, outcomes)
-    _stop_on_failed_checks(postgres, tenant_id, file_name, digest, outcomes, started)
+    _stop_on_failed_checks(postgres, tenant_id, run, outcomes)
     with postgres.tenant_transaction(tenant_id) as conn:
-        stored = store.store_extraction(conn, file_name, digest, extraction, store.load_resolver(conn))
-        sightings.record_outcome(conn, file_name, digest, stored.status, document_id=stored.document_id)
-        if not stored.unchanged:  # an unchanged re-run is no new work: no tool call, no execution recorded
-            _record_new_version(conn, file_name, digest, stored, started_at, _ms(started))
-    if stored.status == "duplicate":
-        metadata = _duplicate_metadata(stored)
-        yield dg.AssetObservation(asset_key=ENTRIES, partition=key, metadata=metadata)
-        raise dg.Failure(description=_duplicate_message(stored), metadata=metadata, allow_retries=False)
-    if stored.orphaned_copies:
-        context.log.warning(
-            f"{file_name}: its previous content is live nowhere now, and these copies of it are left as duplicates "
-            f"for a person to remove: {', '.join(stored.orphaned_copies)}"
-        )
-    yield _materialization(extraction, stored)
+        stored = processing.store_version(conn, run, extraction)
+    yield from _stored(context, extraction, stored)
 
 
-def _check_results(context: dg.AssetExecutionContext, outcomes: list[Any]) -> Iterator[dg.AssetCheckResult]:
+def _tenant(postgres: PostgresResource, key: str, tenant_ref: str) -> UUID:
+    try:
+        return postgres.resolve_tenant(tenant_ref)
+    except UnknownTenantError as error:
+        raise dg.Failure(f"{key}: the inbox folder names no tenant: {error}", allow_retries=False) from error
+
+
+def _gone(
+    context: dg.AssetExecutionContext, postgres: PostgresResource, tenant_id: UUID, file_name: str
+) -> dg.AssetObservation:
+    """A file that has left the inbox (quarantined, removed) is a state to report, not a failure."""
+    with postgres.tenant_transaction(tenant_id) as conn:
+        gone = processing.file_gone(conn, file_name)
+    if gone.copy_retired:
+        context.log.info(f"{file_name}: the duplicate left the inbox; its record is no longer live")
+    context.log.info(gone.description())
+    state = gone.state
+    return dg.AssetObservation(
+        asset_key=ENTRIES,
+        partition=context.partition_key,
+        description=gone.description(),
+        metadata={
+            "source_file": file_name,
+            "in_inbox": False,
+            "state": state.describe() if state else "never stored",
+            "live_version": state.live_version if state else None,
+            "needs": (state.needs() if state else None) or "nothing",
+        },
+    )
+
+
+def _extract(
+    postgres: PostgresResource, payroll: PayrollSettings, tenant_id: UUID, path: Path, run: processing.FileRun, key: str
+) -> Extraction:
+    """The file's entries; an unreadable file is quarantined and its run fails, not to be retried."""
+    try:
+        return extract_document(path, password=payroll.password_for(key), configured_currency=payroll.default_currency)
+    except UnreadableDocument as error:
+        with postgres.tenant_transaction(tenant_id) as conn:
+            quarantined = processing.record_quarantine(conn, run, error)
+        target = processing.move_to_quarantine(path, payroll.quarantine() / key.split("/", 1)[0], run)
+        raise dg.Failure(
+            description=f"{run.source_file}: {error.detail} (quarantined to {target})",
+            metadata={"file": run.source_file, "reason": error.reason, "version": quarantined.version},
+            allow_retries=False,
+        ) from error
+
+
+def _check_results(
+    context: dg.AssetExecutionContext, outcomes: list[checks.CheckOutcome]
+) -> Iterator[dg.AssetCheckResult]:
     selected = context.selected_asset_check_keys
     for outcome in outcomes:
         if dg.AssetCheckKey(ENTRIES, outcome.name) in selected:
@@ -330,138 +302,26 @@ def _check_results(context: dg.AssetExecutionContext, outcomes: list[Any]) -> It
 
 
 def _stop_on_failed_checks(
-    postgres: PostgresResource, tenant_id: Any, file_name: str, digest: str, outcomes: list[Any], started: float
+    postgres: PostgresResource, tenant_id: UUID, run: processing.FileRun, outcomes: list[checks.CheckOutcome]
 ) -> None:
     """A failed blocking check writes nothing but its tool call: one per content and result, however often it runs."""
-    failed = [o for o in outcomes if o.blocking and not o.passed]
+    failed = processing.failed_checks(outcomes)
     if not failed:
         return
-    detail = "; ".join(f"{o.name}: {o.detail}" for o in failed)
     with postgres.tenant_transaction(tenant_id) as conn:
-        if sightings.record_outcome(conn, file_name, digest, "failed_checks", detail):
-            store.record_tool_call(
-                conn, "process_payroll_pdf", _tool_input(file_name, digest), _ms(started), False, detail
-            )
-    raise dg.Failure(
-        description=f"{file_name}: nothing written, " + "; ".join(f"{o.name} failed ({o.detail})" for o in failed),
-        allow_retries=False,
-    )
+        processing.record_failed_checks(conn, run, failed)
+    raise dg.Failure(description=processing.failed_checks_message(run.source_file, failed), allow_retries=False)
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000
-
-
-def _tool_input(file_name: str, digest: str) -> dict[str, Any]:
-    return {"source_file": file_name, "sha256": digest}
-
-
-def _tenant(postgres: PostgresResource, key: str, tenant_ref: str) -> Any:
-    try:
-        return postgres.resolve_tenant(tenant_ref)
-    except UnknownTenantError as error:
-        raise dg.Failure(f"{key}: the inbox folder names no tenant: {error}", allow_retries=False) from error
-
-
-def _gone(context: dg.AssetExecutionContext, postgres: PostgresResource, tenant_id: Any, file_name: str) -> Any:
-    """A file that has left the inbox (quarantined, removed) is a state to report, not a failure."""
-    with postgres.tenant_transaction(tenant_id) as conn:
-        if store.retire_removed_copy(conn, file_name):
-            context.log.info(f"{file_name}: the duplicate left the inbox; its record is no longer live")
-        states = store.file_states(conn, file_name)
-    state = states[0] if states else None
-    where = "moved to quarantine" if state and state.latest_status == "quarantined" else "no longer in the inbox"
-    description = f"{file_name}: {where}; " + (state.describe() if state else "nothing was stored for it")
-    context.log.info(description)
-    return dg.AssetObservation(
-        asset_key=ENTRIES,
-        partition=context.partition_key,
-        description=description,
-        metadata={
-            "source_file": file_name,
-            "in_inbox": False,
-            "state": state.describe() if state else "never stored",
-            "live_version": state.live_version if state else None,
-            "needs": (state.needs() if state else None) or "nothing",
-        },
-    )
-
-
-def _quarantine(
-    postgres: PostgresResource,
-    payroll: PayrollSettings,
-    tenant_id: Any,
-    key: str,
-    path: Path,
-    digest: str,
-    error: UnreadableDocument,
-    started_at: datetime,
-    started: float,
-) -> dg.Failure:
-    """Record the unreadable version (once per content) and move the file out of the inbox under a name of its own."""
-    tenant_ref, file_name = key.split("/", 1)
-    with postgres.tenant_transaction(tenant_id) as conn:
-        quarantined = store.store_quarantine(conn, file_name, digest, error.reason, error.detail)
-        sightings.record_outcome(conn, file_name, digest, "quarantined", error.reason, quarantined.document_id)
-        if not quarantined.unchanged:
-            store.record_tool_call(
-                conn, "process_payroll_pdf", _tool_input(file_name, digest), _ms(started), False, str(error)
-            )
-            _record_execution(
-                conn,
-                file_name,
-                "failed",
-                started_at,
-                {"quarantined": error.reason, "version": quarantined.version},
-                str(error),
-                quarantined.document_id,
-            )
-    # After the commit: if the move fails, the file stays in the inbox and the next run moves it (same name).
-    target = payroll.quarantine() / tenant_ref / store.quarantine_name(file_name, digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(path), target)
-    return dg.Failure(
-        description=f"{file_name}: {error.detail} (quarantined to {target})",
-        metadata={"file": file_name, "reason": error.reason, "version": quarantined.version},
-        allow_retries=False,
-    )
-
-
-def _record_new_version(
-    conn: Any, file_name: str, digest: str, stored: store.StoredVersion, started_at: datetime, elapsed_ms: float
-) -> None:
-    """A new version's tool call and executions row; a duplicate is a refused upload."""
+def _stored(context: dg.AssetExecutionContext, extraction: Extraction, stored: store.StoredVersion) -> Iterator[Any]:
+    """The materialization of a stored version; a duplicate is an observation and a failed run."""
     if stored.status == "duplicate":
-        message = _duplicate_message(stored)
-        store.record_tool_call(conn, "process_payroll_pdf", _tool_input(file_name, digest), elapsed_ms, False, message)
-        detail = {"duplicate_of": stored.duplicate_of.source_file, "version": stored.version}  # type: ignore[union-attr]
-        _record_execution(conn, file_name, "failed", started_at, detail, message, stored.document_id)
-        return
-    summary = {"entries": stored.entries, "total_amount": float(stored.total_amount), "source_file": file_name}
-    store.record_tool_call(conn, "process_payroll_pdf", summary, elapsed_ms, True)
-    _record_execution(
-        conn,
-        file_name,
-        "success",
-        started_at,
-        {**summary, "version": stored.version, "unresolved": stored.unresolved},
-        None,
-        stored.document_id,
-    )
-
-
-def _duplicate_message(stored: store.StoredVersion) -> str:
-    copied = stored.duplicate_of
-    assert copied is not None
-    if copied.live_in is not None:
-        return (
-            f"{stored.source_file}: the same content as {copied.live_in}, already stored; nothing stored for the copy "
-            f"(remove it from the inbox)"
-        )
-    return (
-        f"{stored.source_file}: a copy of {copied.source_file} version {copied.version}, which {copied.source_file} "
-        f"has since replaced; nothing stored (remove the copy, or put it back as {copied.source_file})"
-    )
+        metadata = _duplicate_metadata(stored)
+        yield dg.AssetObservation(asset_key=ENTRIES, partition=context.partition_key, metadata=metadata)
+        raise dg.Failure(description=processing.duplicate_message(stored), metadata=metadata, allow_retries=False)
+    if warning := processing.orphaned_copies_message(stored):
+        context.log.warning(warning)
+    yield _materialization(extraction, stored)
 
 
 def _duplicate_metadata(stored: store.StoredVersion) -> dict[str, Any]:
@@ -478,7 +338,7 @@ def _duplicate_metadata(stored: store.StoredVersion) -> dict[str, Any]:
     }
 
 
-def _materialization(extraction: Any, stored: store.StoredVersion) -> dg.MaterializeResult:
+def _materialization(extraction: Extraction, stored: store.StoredVersion) -> dg.MaterializeResult:
     preview = markdown_table(
         ["line", "payee", "id", "date", "amount"],
         [[k, e.employee_name, e.employee_id, e.date, e.amount] for k, e in enumerate(extraction.entries[:20], start=1)],
@@ -521,19 +381,13 @@ def register_inbox_partitions(instance: dg.DagsterInstance, payroll: PayrollSett
 # Delivery to BambooHR
 
 
-def _pending_deliveries(postgres: PostgresResource, tenant: str | None = None) -> tuple[int, str]:
+def _due_deliveries(postgres: PostgresResource, bamboohr: BambooHRSettings) -> tuple[int, str]:
     """Deliveries due now: the configured tenant's, or (unconfigured, for the message) every tenant's."""
-    query = (
-        "SELECT count(*), coalesce(max(id::text), '') FROM bamboohr_outbox "
-        "WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
-    )
-    if tenant is not None:
-        with postgres.tenant_transaction(postgres.resolve_tenant(tenant)) as conn:
-            count, newest = conn.execute(query).fetchone()
-    else:
-        with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
-            count, newest = conn.execute(query).fetchone()
-    return int(count), newest
+    if bamboohr.configured():
+        with postgres.tenant_transaction(postgres.resolve_tenant(bamboohr.tenant())) as conn:
+            return delivery.due_deliveries(conn)
+    with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+        return delivery.due_deliveries(conn)
 
 
 @dg.asset(
@@ -548,7 +402,7 @@ def _pending_deliveries(postgres: PostgresResource, tenant: str | None = None) -
 def bamboohr_deliveries(
     context: dg.AssetExecutionContext, postgres: PostgresResource, bamboohr: BambooHRSettings
 ) -> dg.MaterializeResult:
-    waiting, _ = _pending_deliveries(postgres, bamboohr.tenant() if bamboohr.configured() else None)
+    waiting, _ = _due_deliveries(postgres, bamboohr)
     if not bamboohr.configured():
         context.log.warning(f"{bamboohr.not_configured_reason()}: {waiting} approved deliveries wait in the outbox")
         return dg.MaterializeResult(
@@ -562,10 +416,10 @@ def bamboohr_deliveries(
         )
     tenant_id = postgres.resolve_tenant(bamboohr.tenant())
     with bamboohr.client() as client:
-        report = deliver_pending(postgres.database, tenant_id, client)
+        report = delivery.deliver_pending(postgres.database, tenant_id, client)
     totals = {k: getattr(report, k) for k in ("delivered", "adopted", "dead_letters", "retry_later")}
     errors = report.errors
-    context.log.info(f"{bamboohr.tenant()}: {report.delivered} delivered, {len(errors)} failed")
+    context.log.info(f"{postgres.tenant_names()[tenant_id]}: {report.delivered} delivered, {len(errors)} failed")
     for error in errors[:20]:
         context.log.warning(error)
     return dg.MaterializeResult(
@@ -588,7 +442,7 @@ def bamboohr_deliveries(
 def payroll_delivery_sensor(
     context: dg.SensorEvaluationContext, postgres: PostgresResource, bamboohr: BambooHRSettings
 ) -> dg.SensorResult | dg.SkipReason:
-    waiting, newest = _pending_deliveries(postgres, bamboohr.tenant() if bamboohr.configured() else None)
+    waiting, newest = _due_deliveries(postgres, bamboohr)
     if not waiting:
         return dg.SkipReason("no approved deliveries wait in the outbox")
     if not bamboohr.configured():
@@ -604,7 +458,14 @@ def payroll_delivery_sensor(
     kinds={"python"},
     owners=OWNERS,
     description="Nightly comparison of delivered payroll_entries with the rows BambooHR holds.",
-    check_specs=[dg.AssetCheckSpec("bamboohr_matches_payroll_entries", asset=["payroll", "bamboohr_reconciliation"])],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "bamboohr_matches_payroll_entries",
+            asset=["payroll", "bamboohr_reconciliation"],
+            description="Every entry delivered to BambooHR is there with the same date, amount, currency and "
+            "comment, and BambooHR holds no row tagged with an entry payroll_entries does not have.",
+        )
+    ],
     automation_condition=dg.AutomationCondition.on_cron("30 2 * * *"),
     pool="bamboohr",
 )
@@ -623,7 +484,7 @@ def bamboohr_reconciliation(
             ],
         )
     with bamboohr.client() as client:
-        report = reconcile(postgres.database, postgres.resolve_tenant(bamboohr.tenant()), client)
+        report = delivery.reconcile(postgres.database, postgres.resolve_tenant(bamboohr.tenant()), client)
     checked = report.checked_entries
     differences = {k: getattr(report, k) for k in ("missing_in_bamboohr", "differing", "unknown_in_bamboohr")}
     clean = not any(differences.values())

@@ -51,11 +51,27 @@ class BambooHRConfig:
         return (self.base_url or DEFAULT_BASE.format(company=self.company_domain)).rstrip("/")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Delivered:
     remote_row_id: str | None
     attempts: int
     adopted: bool  # an existing matching row was found instead of posting again
+
+
+def directory_people(employees: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """BambooHR's directory entries as the employee directory cache stores people."""
+    return [
+        {
+            "id": str(e["id"]),
+            "first_name": e.get("firstName") or "",
+            "last_name": e.get("lastName") or "",
+            "middle_name": e.get("middleName") or "",
+            "preferred_name": e.get("preferredName"),
+            "job_title": e.get("jobTitle"),
+            "work_email": e.get("workEmail"),
+        }
+        for e in employees
+    ]
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
@@ -138,7 +154,7 @@ class BambooHRClient:
                 # The last POST may have landed: adopt the row rather than write it twice.
                 existing = self._matching_row(employee_id, row)
                 if existing is not None:
-                    return Delivered(existing, attempt - 1, adopted=True)
+                    return Delivered(remote_row_id=existing, attempts=attempt - 1, adopted=True)
                 ambiguous = False
             try:
                 response = self._http.post(path, json=row)
@@ -154,7 +170,7 @@ class BambooHRClient:
                     self._backoff(attempt)
                 continue
             if response.status_code in (200, 201):
-                return Delivered(self._row_id(response), attempt, adopted=False)
+                return Delivered(remote_row_id=self._row_id(response), attempts=attempt, adopted=False)
             last_error = f"HTTP {response.status_code} {response.text[:200]}".strip()
             if response.status_code == 429 or response.status_code >= 500:
                 if attempt < self.config.max_attempts:
@@ -162,7 +178,7 @@ class BambooHRClient:
                 continue
             raise DeliveryFailed(f"POST {path}: {last_error}", final=True)
         if ambiguous and (existing := self._matching_row(employee_id, row)) is not None:
-            return Delivered(existing, self.config.max_attempts, adopted=True)
+            return Delivered(remote_row_id=existing, attempts=self.config.max_attempts, adopted=True)
         raise DeliveryFailed(
             f"POST {path}: gave up after {self.config.max_attempts} attempts ({last_error})", final=False
         )

@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import psycopg
+
 from clay_pipelines.db import Database
 from clay_pipelines.payroll import store
 from clay_pipelines.payroll.bamboohr import BambooHRClient, DeliveryFailed
@@ -44,46 +46,23 @@ class DeliveryReport:
     errors: list[str] = field(default_factory=list)
 
 
+def due_deliveries(conn: psycopg.Connection) -> tuple[int, str]:
+    """Deliveries pending and due now in the transaction's scope (a tenant, or every tenant for a
+    maintenance job): how many, and the newest id (so that a new state of the queue is a new value)."""
+    count, newest = conn.execute(
+        "SELECT count(*), coalesce(max(id::text), '') FROM bamboohr_outbox "
+        "WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= now())"
+    ).fetchone()
+    return int(count), newest
+
+
 def deliver_pending(db: Database, tenant_id: UUID, client: BambooHRClient, limit: int = 500) -> DeliveryReport:
     report = DeliveryReport()
     started = time.perf_counter()
     with db.tenant_transaction(tenant_id) as lock:
         lock.execute("SELECT pg_advisory_xact_lock(hashtext('bamboohr-delivery/' || %s))", (str(tenant_id),))
-        with db.tenant_transaction(tenant_id) as conn:
-            pending = conn.execute(
-                """
-                SELECT o.id, o.entry_id, o.payload FROM bamboohr_outbox o
-                WHERE o.status = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
-                ORDER BY o.created_at, o.id LIMIT %s
-                """,
-                (limit,),
-            ).fetchall()
-        for outbox_id, entry_id, payload in pending:
-            row = bamboohr_row(payload, entry_id)
-            try:
-                result = client.add_row(payload["employee_id"], row)
-            except DeliveryFailed as error:
-                with db.tenant_transaction(tenant_id) as conn:
-                    conn.execute(
-                        "UPDATE bamboohr_outbox SET status = %s, attempts = attempts + 1, last_error = %s, "
-                        "next_attempt_at = CASE WHEN %s THEN NULL ELSE now() + %s END WHERE id = %s",
-                        ("dead_letter" if error.final else "pending", str(error), error.final, RETRY_LATER, outbox_id),
-                    )
-                report.errors.append(f"{payload['employee_id']}: {error}")
-                if error.final:
-                    report.dead_letters += 1
-                else:
-                    report.retry_later += 1
-                continue
-            with db.tenant_transaction(tenant_id) as conn:
-                conn.execute(
-                    "UPDATE bamboohr_outbox SET status = 'delivered', attempts = attempts + 1, remote_row_id = %s, "
-                    "delivered_at = now(), last_error = NULL WHERE id = %s",
-                    (result.remote_row_id, outbox_id),
-                )
-            report.delivered += 1
-            report.adopted += result.adopted
-            report.total_amount += Decimal(payload["amount"])
+        for outbox_id, entry_id, payload in _due_rows(db, tenant_id, limit):
+            _deliver_one(db, tenant_id, client, report, outbox_id, entry_id, payload)
         with db.tenant_transaction(tenant_id) as conn:
             store.record_tool_call(
                 conn,
@@ -99,6 +78,55 @@ def deliver_pending(db: Database, tenant_id: UUID, client: BambooHRClient, limit
                 "; ".join(report.errors[:5]) or None,
             )
     return report
+
+
+def _due_rows(db: Database, tenant_id: UUID, limit: int) -> list[tuple[UUID, UUID, dict[str, Any]]]:
+    with db.tenant_transaction(tenant_id) as conn:
+        return conn.execute(
+            """
+            SELECT o.id, o.entry_id, o.payload FROM bamboohr_outbox o
+            WHERE o.status = 'pending' AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())
+            ORDER BY o.created_at, o.id LIMIT %s
+            """,
+            (limit,),
+        ).fetchall()
+
+
+def _deliver_one(
+    db: Database,
+    tenant_id: UUID,
+    client: BambooHRClient,
+    report: DeliveryReport,
+    outbox_id: UUID,
+    entry_id: UUID,
+    payload: dict[str, Any],
+) -> None:
+    """One row to BambooHR, its outcome committed right after the call: delivered, a dead letter (final),
+    or pending again later."""
+    try:
+        result = client.add_row(payload["employee_id"], bamboohr_row(payload, entry_id))
+    except DeliveryFailed as error:
+        with db.tenant_transaction(tenant_id) as conn:
+            conn.execute(
+                "UPDATE bamboohr_outbox SET status = %s, attempts = attempts + 1, last_error = %s, "
+                "next_attempt_at = CASE WHEN %s THEN NULL ELSE now() + %s END WHERE id = %s",
+                ("dead_letter" if error.final else "pending", str(error), error.final, RETRY_LATER, outbox_id),
+            )
+        report.errors.append(f"{payload['employee_id']}: {error}")
+        if error.final:
+            report.dead_letters += 1
+        else:
+            report.retry_later += 1
+        return
+    with db.tenant_transaction(tenant_id) as conn:
+        conn.execute(
+            "UPDATE bamboohr_outbox SET status = 'delivered', attempts = attempts + 1, remote_row_id = %s, "
+            "delivered_at = now(), last_error = NULL WHERE id = %s",
+            (result.remote_row_id, outbox_id),
+        )
+    report.delivered += 1
+    report.adopted += result.adopted
+    report.total_amount += Decimal(payload["amount"])
 
 
 @dataclass

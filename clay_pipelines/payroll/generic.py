@@ -44,88 +44,108 @@ def _tokens(text: str) -> list[str]:
     return re.findall(r"[a-záéíóúñ#]+", values.normalise_text(text).lower())
 
 
+_PAYEE_WORDS = {
+    "payee",
+    "beneficiary",
+    "recipient",
+    "contractor",
+    "contractors",
+    "supplier",
+    "suppliers",
+    "vendor",
+    "consultant",
+    "party",
+    "employee",
+    "worker",
+    "nombres",
+}
+_DESCRIPTION_WORDS = {"description", "particulars", "concept", "concepto", "details", "narration", "memo", "earnings"}
+# Words that make an amount column less likely to be the payment (a rate, hours, year to date, ...).
+_AMOUNT_PENALTIES = (
+    ("reimbursement", 4),
+    ("ytd", 9),
+    ("tax", 3),
+    ("deductions", 3),
+    ("deduction", 3),
+    ("gross", 1),
+    ("rate", 5),
+    ("hours", 5),
+)
+
+
 def header_roles(text: str) -> dict[str, int]:
     """How strongly a header cell's words suggest each role."""
     words = _tokens(text)
-    joined = " ".join(words)
-    roles: dict[str, int] = {}
     if not words:
-        return roles
-    if {"apellido", "apellidos", "surname"} & set(words) or "last name" in joined or "family name" in joined:
-        roles["surname"] = 9
-    elif (
-        ("nombre" in words and "apellido" not in words)
-        or "first name" in joined
-        or "given name" in joined
-        or "forename" in words
-    ):
-        roles["given"] = 9
-    elif re.search(r"\b(emp|employee|staff|badge)\s*(no|id|number|#)\b|^(id|emp\s*#|ee\s*id)$", joined):
-        roles["id"] = 9
-    elif "name" in words or {
-        "payee",
-        "beneficiary",
-        "recipient",
-        "contractor",
-        "contractors",
-        "supplier",
-        "suppliers",
-        "vendor",
-        "consultant",
-        "party",
-        "employee",
-        "worker",
-        "nombres",
-    } & set(words):
-        roles["name"] = 10 if "name" in words or "payee" in words else 8
-    if {"description", "particulars", "concept", "concepto", "details", "narration", "memo", "earnings"} & set(words):
-        roles.setdefault("description", 4)
-    if re.search(r"\b(dr|debit|debe)\b", joined) and not re.search(r"\bcr\b|credit", joined):
-        roles["debit"] = 8
-    elif re.search(r"\b(cr|credit|haber)\b", joined):
-        roles["credit"] = 8
-    elif "balance" in words or "saldo" in words:
-        roles["balance"] = 1
-    else:
-        score = 0
-        if "net" in words and ({"pay", "amount", "paid"} & set(words) or len(words) == 1):
-            score = 10
-        elif {"amount", "importe", "monto", "amt"} & set(words):
-            score = 7
-        elif {"payment", "paid", "pago"} & set(words):
-            score = 6
-        elif "total" in words or "gross" in words:
-            score = 4
-        elif {"value", "valor", "pay"} & set(words):
-            score = 3
-        if score:
-            for penalty_word, penalty in (
-                ("reimbursement", 4),
-                ("ytd", 9),
-                ("tax", 3),
-                ("deductions", 3),
-                ("deduction", 3),
-                ("gross", 1),
-                ("rate", 5),
-                ("hours", 5),
-            ):
-                if penalty_word in words:
-                    score -= penalty
-            if score > 0:
-                roles["amount"] = score
+        return {}
+    joined = " ".join(words)
+    roles = {**_payee_role(words, joined), **_money_role(words, joined)}
+    if _DESCRIPTION_WORDS & set(words):
+        roles["description"] = 4
     if "currency" in words or "moneda" in words or "ccy" in words:
         roles["currency"] = 8
     if "date" in words or "fecha" in words or "dated" in words:
-        score = 8
-        if {"pay", "payment", "signed", "incurred", "paid", "vr"} & set(words):
-            score = 9
-        if {"completion", "estimated", "due", "start", "end", "birth", "hire"} & set(words):
-            score = 2
-        roles["date"] = score
+        roles["date"] = _date_score(set(words))
     return roles
 
 
-@dataclass
+def _payee_role(words: list[str], joined: str) -> dict[str, int]:
+    """Who is paid: a surname, a given name, an employee id, or a whole name."""
+    vocabulary = set(words)
+    if {"apellido", "apellidos", "surname"} & vocabulary or "last name" in joined or "family name" in joined:
+        return {"surname": 9}
+    if (
+        ("nombre" in vocabulary and "apellido" not in vocabulary)
+        or "first name" in joined
+        or "given name" in joined
+        or "forename" in vocabulary
+    ):
+        return {"given": 9}
+    if re.search(r"\b(emp|employee|staff|badge)\s*(no|id|number|#)\b|^(id|emp\s*#|ee\s*id)$", joined):
+        return {"id": 9}
+    if "name" in vocabulary or _PAYEE_WORDS & vocabulary:
+        return {"name": 10 if "name" in vocabulary or "payee" in vocabulary else 8}
+    return {}
+
+
+def _money_role(words: list[str], joined: str) -> dict[str, int]:
+    """A ledger's debit or credit, a running balance, or the amount paid."""
+    if re.search(r"\b(dr|debit|debe)\b", joined) and not re.search(r"\bcr\b|credit", joined):
+        return {"debit": 8}
+    if re.search(r"\b(cr|credit|haber)\b", joined):
+        return {"credit": 8}
+    if "balance" in words or "saldo" in words:
+        return {"balance": 1}
+    score = _amount_score(words)
+    return {"amount": score} if score > 0 else {}
+
+
+def _amount_score(words: list[str]) -> int:
+    vocabulary = set(words)
+    if "net" in vocabulary and ({"pay", "amount", "paid"} & vocabulary or len(words) == 1):
+        score = 10
+    elif {"amount", "importe", "monto", "amt"} & vocabulary:
+        score = 7
+    elif {"payment", "paid", "pago"} & vocabulary:
+        score = 6
+    elif "total" in vocabulary or "gross" in vocabulary:
+        score = 4
+    elif {"value", "valor", "pay"} & vocabulary:
+        score = 3
+    else:
+        return 0
+    return score - sum(penalty for word, penalty in _AMOUNT_PENALTIES if word in vocabulary)
+
+
+def _date_score(vocabulary: set[str]) -> int:
+    if {"completion", "estimated", "due", "start", "end", "birth", "hire"} & vocabulary:
+        return 2
+    if {"pay", "payment", "signed", "incurred", "paid", "vr"} & vocabulary:
+        return 9
+    return 8
+
+
+@dataclass(kw_only=True)
 class ColumnRoles:
     """Which column index plays which role, plus the header texts for references."""
 
@@ -157,7 +177,7 @@ def assign_roles(headers: Sequence[str]) -> ColumnRoles | None:
             by_role[role] = max(candidates)[2]
     if "amount" in by_role and ("debit" in by_role or "credit" in by_role):
         del by_role["amount"]  # a ledger: the Dr/Cr pair carries the amounts
-    roles = ColumnRoles(list(headers), by_role)
+    roles = ColumnRoles(headers=list(headers), by_role=by_role)
     if not roles.has_amount:
         return None
     if not (roles.has_payee or "description" in by_role or "date" in by_role):
@@ -169,7 +189,7 @@ def assign_roles(headers: Sequence[str]) -> ColumnRoles | None:
 # Document-wide conventions
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Conventions:
     decimal_comma: bool
     day_first: bool
@@ -202,21 +222,23 @@ def document_conventions(
         if found:
             document_date = found[0]
             break
-    return Conventions(decimal_comma, day_first, currency, document_date)
+    return Conventions(
+        decimal_comma=decimal_comma, day_first=day_first, default_currency=currency, document_date=document_date
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Row assembly shared by both readers
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RawRow:
     cells: list[str]
     page: int
     continuation_of_previous: bool = False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TableContext:
     roles: ColumnRoles
     party: str | None  # ledger party printed above a table without a payee column
@@ -250,7 +272,7 @@ def _money_in(text: str, conv: Conventions, currency_cell: str = "") -> list[val
     money = []
     for k, m in enumerate(found):
         currency = m.currency or (currency_codes[k] if k < len(currency_codes) else None) or conv.default_currency
-        money.append(values.Money(m.amount, currency, m.text))
+        money.append(values.Money(amount=m.amount, currency=currency, text=m.text))
     return money
 
 
@@ -275,11 +297,14 @@ class Skipped:
 def build_entries(
     context: TableContext, conv: Conventions, extraction: Extraction, extractor: str, skipped: Skipped
 ) -> None:
-    roles = context.roles
-    headers = roles.headers
-    used = set(roles.by_role.values())
+    """The table's rows as entries (and printed totals), wrapped lines joined to the row they continue."""
+    for row in _merge_continuations(context.rows):
+        _read_row(row, context, conv, extraction, extractor, skipped)
+
+
+def _merge_continuations(rows: list[RawRow]) -> list[RawRow]:
     merged: list[RawRow] = []
-    for row in context.rows:
+    for row in rows:
         if row.continuation_of_previous and merged:
             previous = merged[-1]
             for i, text in enumerate(row.cells):
@@ -288,82 +313,110 @@ def build_entries(
                         previous.cells.append("")
                     previous.cells[i] = f"{previous.cells[i]}\n{text}".strip()
         else:
-            merged.append(RawRow(list(row.cells), row.page))
+            merged.append(RawRow(cells=list(row.cells), page=row.page))
+    return merged
 
-    for row in merged:
-        label = " ".join(c for c in row.cells if c)
-        name = _cell(row, roles.get("name"))
-        if roles.get("surname") is not None or roles.get("given") is not None:
-            name = " ".join(p for p in (_cell(row, roles.get("surname")), _cell(row, roles.get("given"))) if p) or name
-        first_text = next((c for c in row.cells if c and c.strip()), "")
-        amount_columns = [roles.get(r) for r in ("amount", "debit", "credit") if roles.get(r) is not None]
-        currency_cell = (
-            row.cells[roles.get("currency")]
-            if roles.get("currency") is not None and roles.get("currency") < len(row.cells)
-            else ""
-        )  # type: ignore[operator]
-        money: list[values.Money] = []
-        for column in amount_columns:
-            raw = row.cells[column] if column is not None and column < len(row.cells) else ""
-            money += _money_in(raw or "", conv, currency_cell or "")
-        if TOTAL_LABEL.search(name or first_text) or (not name and TOTAL_LABEL.search(label)):
-            for m in money:
-                extraction.printed_totals.append(
-                    PrintedTotal(" ".join(first_text.split()), m.amount, m.currency, row.page)
-                )
-            continue
-        if NON_ENTRY_LABEL.search(label):
-            continue
-        if "debit" in roles.by_role or "credit" in roles.by_role:
-            money = [m for m in money if m.amount != 0]
-        if not money:
-            if name or any(c for c in row.cells):
-                skipped.without_amount += 1
-            continue
-        line_type = None
-        ledger = "debit" in roles.by_role or "credit" in roles.by_role
-        if not name:
-            if context.party and (ledger or roles.get("description") is None):
-                name = context.party
-            elif roles.get("description") is not None:
-                name = _cell(row, roles.get("description"))
-                line_type = (
-                    "deduction"
-                    if re.search(r"(?i)tax|soc|medicare|401|insurance|deduct|fica|pension", name)
-                    else "earning"
-                )
-        if not name:
-            skipped.without_payee += 1
-            continue
-        dates = (
-            values.find_dates(_cell(row, roles.get("date")), conv.day_first) if roles.get("date") is not None else []
+
+def _read_row(
+    row: RawRow, context: TableContext, conv: Conventions, extraction: Extraction, extractor: str, skipped: Skipped
+) -> None:
+    """One row: a printed total, a line that is no payment, a skipped row, or one entry per amount."""
+    roles = context.roles
+    label = " ".join(c for c in row.cells if c)
+    name = _payee(row, roles)
+    first_text = next((c for c in row.cells if c and c.strip()), "")
+    money = _row_money(row, roles, conv)
+    if TOTAL_LABEL.search(name or first_text) or (not name and TOTAL_LABEL.search(label)):
+        extraction.printed_totals += [
+            PrintedTotal(label=" ".join(first_text.split()), amount=m.amount, currency=m.currency, page=row.page)
+            for m in money
+        ]
+        return
+    if NON_ENTRY_LABEL.search(label):
+        return
+    if _is_ledger(roles):
+        money = [m for m in money if m.amount != 0]
+    if not money:
+        if name or any(c for c in row.cells):
+            skipped.without_amount += 1
+        return
+    name, line_type = _payee_or_line(name, row, context)
+    if not name:
+        skipped.without_payee += 1
+        return
+    dates = values.find_dates(_cell(row, roles.get("date")), conv.day_first) if roles.get("date") is not None else []
+    employee_id, reference = _cell(row, roles.get("id")) or None, _reference(row, roles, name)
+    extraction.entries += [
+        Entry(
+            employee_name=" ".join(name.split()),
+            amount=m.amount,
+            page=row.page,
+            employee_id=employee_id,
+            date=dates[0] if dates else conv.document_date,
+            currency=m.currency,
+            reference=reference,
+            extractor=extractor,
+            line_type=line_type,
         )
-        if roles.get("reference") is not None:
-            reference_parts = [_cell(row, roles.get("reference"))] if _cell(row, roles.get("reference")) else []
-        else:
-            reference_parts = [
-                f"{' '.join(headers[i].split())}: {_cell(row, i)}"
-                for i in range(len(row.cells))
-                if i not in used and _cell(row, i) and i < len(headers) and headers[i]
-            ]
-            description = _cell(row, roles.get("description"))
-            if description and description != name:
-                reference_parts.insert(0, description)
-        employee_id = _cell(row, roles.get("id")) or None
-        for m in money:
-            extraction.entries.append(
-                Entry(
-                    employee_name=" ".join(name.split()),
-                    amount=m.amount,
-                    page=row.page,
-                    employee_id=employee_id,
-                    date=dates[0] if dates else conv.document_date,
-                    currency=m.currency,
-                    reference="; ".join(reference_parts) or None,
-                    extractor=extractor,
-                    line_type=line_type,
-                )
-            )
+        for m in money
+    ]
+
+
+def _is_ledger(roles: ColumnRoles) -> bool:
+    return "debit" in roles.by_role or "credit" in roles.by_role
+
+
+def _payee(row: RawRow, roles: ColumnRoles) -> str:
+    """The payee's name: the name column, or surname and given name printed in columns of their own."""
+    name = _cell(row, roles.get("name"))
+    if roles.get("surname") is not None or roles.get("given") is not None:
+        parts = (_cell(row, roles.get("surname")), _cell(row, roles.get("given")))
+        name = " ".join(p for p in parts if p) or name
+    return name
+
+
+def _row_money(row: RawRow, roles: ColumnRoles, conv: Conventions) -> list[values.Money]:
+    """Every amount in the row's amount, debit and credit cells, with its currency."""
+    currency = roles.get("currency")
+    currency_cell = row.cells[currency] if currency is not None and currency < len(row.cells) else ""
+    money: list[values.Money] = []
+    for column in (roles.get(r) for r in ("amount", "debit", "credit")):
+        if column is not None:
+            raw = row.cells[column] if column < len(row.cells) else ""
+            money += _money_in(raw or "", conv, currency_cell or "")
+    return money
+
+
+def _payee_or_line(name: str, row: RawRow, context: TableContext) -> tuple[str, str | None]:
+    """Who a row without a payee pays: the ledger's party, or (a pay stub) its earning or deduction line."""
+    if name:
+        return name, None
+    roles = context.roles
+    if context.party and (_is_ledger(roles) or roles.get("description") is None):
+        return context.party, None
+    if roles.get("description") is None:
+        return "", None
+    line = _cell(row, roles.get("description"))
+    deduction = re.search(r"(?i)tax|soc|medicare|401|insurance|deduct|fica|pension", line)
+    return line, "deduction" if deduction else "earning"
+
+
+def _reference(row: RawRow, roles: ColumnRoles, name: str) -> str | None:
+    """The reference column, or else the description and every cell no role took, with its header."""
+    if roles.get("reference") is not None:
+        reference = _cell(row, roles.get("reference"))
+        return reference or None
+    used = set(roles.by_role.values())
+    headers = roles.headers
+    parts = [
+        f"{' '.join(headers[i].split())}: {_cell(row, i)}"
+        for i in range(len(row.cells))
+        if i not in used and _cell(row, i) and i < len(headers) and headers[i]
+    ]
+    description = _cell(row, roles.get("description"))
+    if description and description != name:
+        parts.insert(0, description)
+    return "; ".join(parts) or None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +454,7 @@ def ruled_tables(
                 roles, header_index = previous.roles, -1
             else:
                 continue
-        context = TableContext(roles, party=previous.party if previous else None)
+        context = TableContext(roles=roles, party=previous.party if previous else None)
         for cells in rows[header_index + 1 :]:
             texts = [c or "" for c in cells]
             if _is_header_repeat(texts, roles.headers):
@@ -417,10 +470,10 @@ def ruled_tables(
             continuation = not has_amount and not has_key and not (first and re.fullmatch(r"\d+", first))
             if continuation and not context.rows and previous is not None and previous.rows:
                 # The row started on the previous page.
-                previous.rows.append(RawRow(texts, page_number, continuation_of_previous=True))
+                previous.rows.append(RawRow(cells=texts, page=page_number, continuation_of_previous=True))
                 continue
             context.rows.append(
-                RawRow(texts, page_number, continuation_of_previous=continuation and bool(context.rows))
+                RawRow(cells=texts, page=page_number, continuation_of_previous=continuation and bool(context.rows))
             )
         contexts.append(context)
     return contexts
@@ -430,7 +483,7 @@ def ruled_tables(
 # Borderless tables: words in content-stream order
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     text: str
     x0: float
@@ -528,7 +581,16 @@ def word_runs(page: Any) -> list[Run]:
             run.bottom = max(run.bottom, word["bottom"])
             run.chars += [(" ", previous["x1"], word["x0"]), *word["chars"]]
         else:
-            runs.append(Run(word["text"], word["x0"], word["x1"], word["top"], word["bottom"], list(word["chars"])))
+            runs.append(
+                Run(
+                    text=word["text"],
+                    x0=word["x0"],
+                    x1=word["x1"],
+                    top=word["top"],
+                    bottom=word["bottom"],
+                    chars=list(word["chars"]),
+                )
+            )
         previous = word
     return runs
 
@@ -543,7 +605,7 @@ def _lines(runs: Iterable[Run]) -> list[list[Run]]:
     return [sorted(line, key=lambda r: r.x0) for line in lines]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HeaderColumns:
     spans: list[tuple[float, float]]
     roles: ColumnRoles
@@ -576,13 +638,13 @@ def _find_header(lines: list[list[Run]]) -> tuple[int, HeaderColumns] | None:
         if index + 1 < len(lines):
             below = lines[index + 1]
             if below[0].top - bottom < 6 and not any(values.find_amounts(r.text, False) for r in below):
-                columns = HeaderColumns(spans, roles, bottom)
+                columns = HeaderColumns(spans=spans, roles=roles, bottom=bottom)
                 for r in below:
                     k = columns.column_of(r)
                     texts[k] = f"{texts[k]} {r.text}"
                 roles = assign_roles(texts) or roles
                 bottom = max(bottom, max(r.bottom for r in below))
-        return index, HeaderColumns(spans, roles, bottom)
+        return index, HeaderColumns(spans=spans, roles=roles, bottom=bottom)
     return None
 
 
@@ -616,8 +678,10 @@ def _split_amounts_printed_over_text(
                 new_line.append(run)
                 continue
             head, tail = run.chars[:split], run.chars[split:]
-            new_line.append(Run("".join(c[0] for c in head).strip(), run.x0, head[-1][2], run.top, run.bottom, head))
-            new_line.append(Run("".join(c[0] for c in tail), tail[0][1], run.x1, run.top, run.bottom, tail))
+            head_text = "".join(c[0] for c in head).strip()
+            new_line.append(Run(text=head_text, x0=run.x0, x1=head[-1][2], top=run.top, bottom=run.bottom, chars=head))
+            tail_text = "".join(c[0] for c in tail)
+            new_line.append(Run(text=tail_text, x0=tail[0][1], x1=run.x1, top=run.top, bottom=run.bottom, chars=tail))
         result.append(new_line)
     return result
 
@@ -640,7 +704,7 @@ def borderless_table(page: Any, page_number: int, previous: TableContext | None)
     else:
         header_index, columns = found
     roles = columns.roles
-    context = TableContext(roles, party=None if roles.has_payee else _party_above(lines, max(header_index, 0)))
+    context = TableContext(roles=roles, party=None if roles.has_payee else _party_above(lines, max(header_index, 0)))
     context.columns = columns  # type: ignore[attr-defined]
     amount_columns = {roles.get(r) for r in ("amount", "debit", "credit")} - {None}
     date_column = roles.get("date")
@@ -661,12 +725,12 @@ def borderless_table(page: Any, page_number: int, previous: TableContext | None)
         far = last_top is not None and line[0].top - last_top > 2.5 * typical_gap
         if anchored:
             anchored_seen = True
-            context.rows.append(RawRow(cells, page_number))
+            context.rows.append(RawRow(cells=cells, page=page_number))
         elif anchored_seen and context.rows and not far and not TOTAL_LABEL.search(" ".join(cells)):
-            context.rows.append(RawRow(cells, page_number, continuation_of_previous=True))
+            context.rows.append(RawRow(cells=cells, page=page_number, continuation_of_previous=True))
         elif TOTAL_LABEL.search(" ".join(cells)) or not anchored_seen:
             # A total, or a first row with no amount (reported, never turned into an entry).
-            context.rows.append(RawRow(cells, page_number))
+            context.rows.append(RawRow(cells=cells, page=page_number))
         last_top = line[0].top
     return context
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Entry:
     employee_name: str
     amount: Decimal
@@ -34,7 +34,7 @@ class Entry:
         }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PrintedTotal:
     label: str
     amount: Decimal
@@ -42,7 +42,7 @@ class PrintedTotal:
     page: int
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Extraction:
     source_file: str
     pages: int

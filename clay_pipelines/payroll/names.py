@@ -125,7 +125,7 @@ def looks_like_organisation(printed: str) -> bool:
     return bool(ORGANISATION.search(printed))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Person:
     employee_id: str
     first_name: str
@@ -138,14 +138,14 @@ class Person:
         return f"{self.first_name} {self.last_name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Candidate:
     employee_id: str
     name: str
     score: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Resolution:
     printed_name: str
     employee_id: str | None  # None: needs review
@@ -160,7 +160,7 @@ class Resolution:
         return self.employee_id is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Parsed:
     first: str
     middle: str
@@ -173,11 +173,11 @@ def parse_printed(printed: str) -> list[_Parsed]:
     name = HumanName(printed)
     first, middle, last = fold(name.first), fold(name.middle), fold(name.last)
     if not last and first and "," not in printed:  # a single word: a surname or a given name, unknown
-        return [_Parsed("", "", first)]
-    readings = [_Parsed(first, middle, last)]
+        return [_Parsed(first="", middle="", last=first)]
+    readings = [_Parsed(first=first, middle=middle, last=last)]
     words = fold(printed).split()
     if "," not in printed and len(words) >= 3:
-        readings.append(_Parsed(words[0], "", " ".join(words[1:])))
+        readings.append(_Parsed(first=words[0], middle="", last=" ".join(words[1:])))
     return readings
 
 
@@ -248,94 +248,71 @@ class NameResolver:
         if looks_like_organisation(printed):
             return self._resolve_organisation(printed)
         if not self.people:  # a tenant whose directory was never synced: every payee waits for a person
-            return Resolution(printed, None, None, "review", 0.0, "the tenant's employee directory is empty")
+            return _review(printed, 0.0, "the tenant's employee directory is empty")
         readings = parse_printed(printed)
-        parsed = readings[0]
+        ranking = self._rank(readings)
+        if printed_id and printed_id in self.by_id:
+            return self._by_printed_id(printed, printed_id, readings[0], ranking)
+        if not readings[0].first:
+            return _review(printed, 0.0, "only one name is printed; a surname alone never resolves", ranking.candidates)
+        return self._by_name(printed, ranking)
+
+    def _rank(self, readings: list[_Parsed]) -> _Ranking:
+        """Every person scored against the best of the readings, and the top five."""
         score, kind = self._scores(readings[0])
         for reading in readings[1:]:
             other_score, other_kind = self._scores(reading)
             better = other_score > score
             score, kind = np.where(better, other_score, score), np.where(better, other_kind, kind)
         order = np.argsort(-score, kind="stable")
-        scored = [((float(score[i]), _KINDS[int(kind[i])]), self.people[int(i)]) for i in order[:5]]
-        candidates = [Candidate(p.employee_id, p.display_name, round(s, 1)) for (s, _), p in scored[:3]]
+        top = [_Scored(score=float(score[i]), kind=_KINDS[int(kind[i])], person=self.people[int(i)]) for i in order[:5]]
+        return _Ranking(score=score, kind=kind, top=top)
 
-        if printed_id and printed_id in self.by_id:
-            person = self.by_id[printed_id]
-            id_score = float(score[self._position[printed_id]])
-            other = next(((s, p) for (s, _), p in scored if p.employee_id != printed_id), (0.0, None))
-            if parsed.first and other[0] >= self.threshold and other[0] > id_score + 5:
-                return Resolution(
-                    printed,
-                    None,
-                    None,
-                    "review",
-                    round(id_score, 1),
-                    f"printed employee id {printed_id} belongs to {person.display_name}, "
-                    f"but the name reads as {other[1].display_name}",
-                    candidates,
-                )
-            if id_score >= 70 or not parsed.first:
-                return Resolution(
-                    printed,
-                    person.employee_id,
-                    person.display_name,
-                    "employee_id",
-                    round(id_score, 1),
-                    f"printed employee id {printed_id}",
-                )
-            return Resolution(
+    def _by_printed_id(self, printed: str, printed_id: str, parsed: _Parsed, ranking: _Ranking) -> Resolution:
+        """A printed employee id decides, unless the printed name says it is someone else's."""
+        person = self.by_id[printed_id]
+        id_score = float(ranking.score[self._position[printed_id]])
+        other = next((s for s in ranking.top if s.person.employee_id != printed_id), None)
+        if parsed.first and other is not None and other.score >= self.threshold and other.score > id_score + 5:
+            return _review(
                 printed,
-                None,
-                None,
-                "review",
                 round(id_score, 1),
-                f"printed employee id {printed_id} belongs to {person.display_name}, not to {printed!r}",
-                candidates,
+                f"printed employee id {printed_id} belongs to {person.display_name}, "
+                f"but the name reads as {other.person.display_name}",
+                ranking.candidates,
             )
-        if not parsed.first:
-            return Resolution(
+        if id_score >= 70 or not parsed.first:
+            return _resolved(printed, person, "employee_id", round(id_score, 1), f"printed employee id {printed_id}")
+        return _review(
+            printed,
+            round(id_score, 1),
+            f"printed employee id {printed_id} belongs to {person.display_name}, not to {printed!r}",
+            ranking.candidates,
+        )
+
+    def _by_name(self, printed: str, ranking: _Ranking) -> Resolution:
+        """Given and family name: one exact (or nickname) match, or a fuzzy one clear of the runner-up."""
+        best = ranking.top[0]
+        runner_up = ranking.top[1].score if len(ranking.top) > 1 else 0.0
+        sharing = ranking.exact_matches()
+        if best.kind in ("exact", "nickname") and best.score >= 100 and sharing == 1:
+            return _resolved(printed, best.person, best.kind, best.score, f"{best.kind} match on given and family name")
+        if sharing > 1:
+            return _review(printed, best.score, f"{sharing} employees share this name", ranking.candidates)
+        if best.score >= self.threshold and best.score - runner_up >= self.margin:
+            return _resolved(
                 printed,
-                None,
-                None,
-                "review",
-                0.0,
-                "only one name is printed; a surname alone never resolves",
-                candidates,
-            )
-        (best_score, best_kind), best = scored[0]
-        runner_up = scored[1][0][0] if len(scored) > 1 else 0.0
-        exact_hits = [p for (s, k), p in scored if k in ("exact", "nickname") and s >= 100]
-        if len(exact_hits) == len(scored):  # more share the name than the top five shows
-            exact_hits += [None] * int(((score >= 100) & (kind > 0)).sum() - len(exact_hits))
-        if best_kind in ("exact", "nickname") and best_score >= 100 and len(exact_hits) == 1:
-            return Resolution(
-                printed,
-                best.employee_id,
-                best.display_name,
-                best_kind,
-                best_score,
-                f"{best_kind} match on given and family name",
-            )
-        if len(exact_hits) > 1:
-            return Resolution(
-                printed, None, None, "review", best_score, f"{len(exact_hits)} employees share this name", candidates
-            )
-        if best_score >= self.threshold and best_score - runner_up >= self.margin:
-            return Resolution(
-                printed,
-                best.employee_id,
-                best.display_name,
+                best.person,
                 "fuzzy",
-                round(best_score, 1),
-                f"fuzzy match {best_score:.0f} (runner-up {runner_up:.0f})",
+                round(best.score, 1),
+                f"fuzzy match {best.score:.0f} (runner-up {runner_up:.0f})",
             )
         reason = (
-            f"best match {best.display_name} scores {best_score:.0f}, below {self.threshold:.0f}"
-            if best_score < self.threshold
-            else f"{best.display_name} ({best_score:.0f}) is too close to the runner-up ({runner_up:.0f})"
+            f"best match {best.person.display_name} scores {best.score:.0f}, below {self.threshold:.0f}"
+            if best.score < self.threshold
+            else f"{best.person.display_name} ({best.score:.0f}) is too close to the runner-up ({runner_up:.0f})"
         )
-        return Resolution(printed, None, None, "review", round(best_score, 1), reason, candidates)
+        return _review(printed, round(best.score, 1), reason, ranking.candidates)
 
     def _resolve_organisation(self, printed: str) -> Resolution:
         key = fold(printed)
@@ -346,13 +323,62 @@ class NameResolver:
             if len(inside) == 1:
                 employee_id = inside[0][1]
         if employee_id is None or employee_id not in self.by_id:
-            return Resolution(
-                printed,
-                None,
-                None,
-                "review",
-                0.0,
-                "an organisation not in the LLC mapping (companies are never fuzzy-matched to people)",
+            return _review(
+                printed, 0.0, "an organisation not in the LLC mapping (companies are never fuzzy-matched to people)"
             )
-        person = self.by_id[employee_id]
-        return Resolution(printed, employee_id, person.display_name, "llc", 100.0, "LLC mapping")
+        return _resolved(printed, self.by_id[employee_id], "llc", 100.0, "LLC mapping")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Scored:
+    score: float  # 0-100
+    kind: str  # exact | nickname | fuzzy: how the given name matched
+    person: Person
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Ranking:
+    """Every person's score for one printed name, and the five best."""
+
+    score: np.ndarray
+    kind: np.ndarray  # 2 exact, 1 nickname, 0 fuzzy
+    top: list[_Scored]
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return [
+            Candidate(employee_id=s.person.employee_id, name=s.person.display_name, score=round(s.score, 1))
+            for s in self.top[:3]
+        ]
+
+    def exact_matches(self) -> int:
+        """How many people the name matches exactly (or by nickname)."""
+        in_top = sum(1 for s in self.top if s.kind in ("exact", "nickname") and s.score >= 100)
+        if in_top < len(self.top):
+            return in_top
+        # More may share the name than the top five shows.
+        return max(in_top, int(((self.score >= 100) & (self.kind > 0)).sum()))
+
+
+def _review(printed: str, score: float, reason: str, candidates: list[Candidate] | None = None) -> Resolution:
+    """Not resolved: a person decides, with these candidates."""
+    return Resolution(
+        printed_name=printed,
+        employee_id=None,
+        employee_name=None,
+        method="review",
+        score=score,
+        reason=reason,
+        candidates=candidates or [],
+    )
+
+
+def _resolved(printed: str, person: Person, method: str, score: float, reason: str) -> Resolution:
+    return Resolution(
+        printed_name=printed,
+        employee_id=person.employee_id,
+        employee_name=person.display_name,
+        method=method,
+        score=score,
+        reason=reason,
+    )

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import dict_row
 
 OUTCOMES = ("extracted", "duplicate", "quarantined", "failed_checks")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sighting:
     source_file: str
     seq: int
@@ -39,12 +40,13 @@ def lock_file(conn: psycopg.Connection, source_file: str) -> None:
 
 
 def _latest(conn: psycopg.Connection, source_file: str) -> Sighting | None:
-    row = conn.execute(
-        "SELECT seq, content_hash, processed_at IS NOT NULL, outcome, detail, document_id FROM payroll_file_sightings "
-        "WHERE source_file = %s ORDER BY seq DESC LIMIT 1",
-        (source_file,),
-    ).fetchone()
-    return Sighting(source_file, *row) if row else None
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(
+            "SELECT seq, content_hash, processed_at IS NOT NULL AS processed, outcome, detail, document_id "
+            "FROM payroll_file_sightings WHERE source_file = %s ORDER BY seq DESC LIMIT 1",
+            (source_file,),
+        ).fetchone()
+    return Sighting(source_file=source_file, **row) if row else None
 
 
 def observe(conn: psycopg.Connection, source_file: str, digest: str) -> Sighting:
@@ -58,7 +60,7 @@ def observe(conn: psycopg.Connection, source_file: str, digest: str) -> Sighting
         "INSERT INTO payroll_file_sightings (source_file, seq, content_hash) VALUES (%s, %s, %s)",
         (source_file, seq, digest),
     )
-    return Sighting(source_file, seq, digest, False, None, None)
+    return Sighting(source_file=source_file, seq=seq, content_hash=digest, processed=False, outcome=None, detail=None)
 
 
 def observe_all(conn: psycopg.Connection, digests: dict[str, str]) -> dict[str, Sighting]:

@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from clay_pipelines.payroll.model import Extraction
@@ -51,7 +52,7 @@ def quarantine_name(source_file: str, digest: str) -> str:
     return f"{path.stem}.{digest[:16]}{path.suffix}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Copied:
     """What a duplicate copies: the version it was found to copy, and which file holds that content live now."""
 
@@ -60,7 +61,7 @@ class Copied:
     live_in: str | None  # None: the content is live in no file any more (the copy is orphaned)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StoredVersion:
     document_id: UUID
     source_file: str
@@ -75,7 +76,7 @@ class StoredVersion:
     orphaned_copies: tuple[str, ...] = ()  # copies whose content this version stopped being live
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Live:
     id: UUID
     version: int
@@ -108,12 +109,13 @@ def extraction_digest(extraction: Extraction) -> str:
 
 
 def _live_version(conn: psycopg.Connection, source_file: str) -> _Live | None:
-    row = conn.execute(
-        "SELECT id, version, status, content_hash, extraction_digest, entry_count, coalesce(total_amount, 0), "
-        "duplicate_of FROM payroll_documents WHERE source_file = %s AND status IN ('extracted', 'duplicate')",
-        (source_file,),
-    ).fetchone()
-    return _Live(*row) if row else None
+    with conn.cursor(row_factory=class_row(_Live)) as cursor:
+        return cursor.execute(
+            "SELECT id, version, status, content_hash, extraction_digest, entry_count, "
+            "coalesce(total_amount, 0) AS total_amount, duplicate_of "
+            "FROM payroll_documents WHERE source_file = %s AND status IN ('extracted', 'duplicate')",
+            (source_file,),
+        ).fetchone()
 
 
 def _live_holder(conn: psycopg.Connection, digest: str, other_than: str) -> tuple[UUID, str, int] | None:
@@ -131,7 +133,7 @@ def _copied(conn: psycopg.Connection, source_file: str, digest: str, duplicate_o
         "SELECT source_file, version FROM payroll_documents WHERE id = %s", (duplicate_of,)
     ).fetchone()
     holder = _live_holder(conn, digest, source_file)
-    return Copied(recorded[0], recorded[1], holder[1] if holder else None)
+    return Copied(source_file=recorded[0], version=recorded[1], live_in=holder[1] if holder else None)
 
 
 def _unresolved(conn: psycopg.Connection, document_id: UUID) -> int:
@@ -144,16 +146,16 @@ def _unresolved(conn: psycopg.Connection, document_id: UUID) -> int:
 def _unchanged(conn: psycopg.Connection, source_file: str, live: _Live) -> StoredVersion:
     copied = _copied(conn, source_file, live.content_hash, live.duplicate_of) if live.status == "duplicate" else None
     return StoredVersion(
-        live.id,
-        source_file,
-        live.version,
-        live.status,
-        True,
-        live.entry_count,
-        live.total_amount,
-        _unresolved(conn, live.id),
-        0,
-        copied,
+        document_id=live.id,
+        source_file=source_file,
+        version=live.version,
+        status=live.status,
+        unchanged=True,
+        entries=live.entry_count,
+        total_amount=live.total_amount,
+        unresolved=_unresolved(conn, live.id),
+        replaced_entries=0,
+        duplicate_of=copied,
     )
 
 
@@ -246,10 +248,36 @@ def store_extraction(
         return _store_duplicate(conn, source_file, digest, version, live, holder)
 
     total = sum((e.amount for e in extraction.entries), Decimal(0))
-    printed_total = extraction.printed_totals[-1].amount if extraction.printed_totals else None
     why = _replacement_reason(conn, source_file, digest, version, live, extraction)
     _retire(conn, live, version)
-    document_id = conn.execute(
+    document_id = _insert_version(conn, source_file, digest, read_digest, version, extraction, total)
+    replaced = _move_to_history(conn, live, document_id, why)
+    unresolved = _insert_entries(conn, source_file, document_id, extraction, resolver)
+    return StoredVersion(
+        document_id=document_id,
+        source_file=source_file,
+        version=version,
+        status="extracted",
+        unchanged=False,
+        entries=len(extraction.entries),
+        total_amount=total,
+        unresolved=unresolved,
+        replaced_entries=replaced,
+        orphaned_copies=_orphaned_copies(conn, live),
+    )
+
+
+def _insert_version(
+    conn: psycopg.Connection,
+    source_file: str,
+    digest: str,
+    read_digest: str,
+    version: int,
+    extraction: Extraction,
+    total: Decimal,
+) -> UUID:
+    """The new live version's payroll_documents row."""
+    return conn.execute(
         """
         INSERT INTO payroll_documents (source_file, content_hash, extraction_digest, version, status, pages, template,
                                        entry_count, total_amount, printed_total, warnings)
@@ -264,24 +292,10 @@ def store_extraction(
             extraction.template,
             len(extraction.entries),
             total,
-            printed_total,
+            extraction.printed_totals[-1].amount if extraction.printed_totals else None,
             Jsonb(extraction.warnings),
         ),
     ).fetchone()[0]
-    replaced = _move_to_history(conn, live, document_id, why)
-    unresolved = _insert_entries(conn, source_file, document_id, extraction, resolver)
-    return StoredVersion(
-        document_id,
-        source_file,
-        version,
-        "extracted",
-        False,
-        len(extraction.entries),
-        total,
-        unresolved,
-        replaced,
-        orphaned_copies=_orphaned_copies(conn, live),
-    )
 
 
 def _store_duplicate(
@@ -305,17 +319,17 @@ def _store_duplicate(
     )
     replaced = _move_to_history(conn, live, document_id, why)
     return StoredVersion(
-        document_id,
-        source_file,
-        version,
-        "duplicate",
-        False,
-        0,
-        Decimal(0),
-        0,
-        replaced,
-        Copied(original_file, original_version, original_file),
-        _orphaned_copies(conn, live),
+        document_id=document_id,
+        source_file=source_file,
+        version=version,
+        status="duplicate",
+        unchanged=False,
+        entries=0,
+        total_amount=Decimal(0),
+        unresolved=0,
+        replaced_entries=replaced,
+        duplicate_of=Copied(source_file=original_file, version=original_version, live_in=original_file),
+        orphaned_copies=_orphaned_copies(conn, live),
     )
 
 
@@ -388,7 +402,7 @@ def store_quarantine(
         (source_file,),
     ).fetchone()
     if latest is not None and latest[2] == "quarantined" and latest[3] == digest:
-        return StoredVersion(latest[0], source_file, latest[1], "quarantined", True, 0, Decimal(0), 0, 0)
+        return _quarantined(latest[0], source_file, latest[1], unchanged=True)
     version = _next_version(conn, source_file)
     document_id = conn.execute(
         """
@@ -398,7 +412,21 @@ def store_quarantine(
         """,
         (source_file, digest, version, reason, detail, quarantine_name(source_file, digest)),
     ).fetchone()[0]
-    return StoredVersion(document_id, source_file, version, "quarantined", False, 0, Decimal(0), 0, 0)
+    return _quarantined(document_id, source_file, version, unchanged=False)
+
+
+def _quarantined(document_id: UUID, source_file: str, version: int, *, unchanged: bool) -> StoredVersion:
+    return StoredVersion(
+        document_id=document_id,
+        source_file=source_file,
+        version=version,
+        status="quarantined",
+        unchanged=unchanged,
+        entries=0,
+        total_amount=Decimal(0),
+        unresolved=0,
+        replaced_entries=0,
+    )
 
 
 def retire_removed_copy(conn: psycopg.Connection, source_file: str) -> bool:
@@ -419,7 +447,7 @@ def retire_removed_copy(conn: psycopg.Connection, source_file: str) -> bool:
 # A file's state, for a run whose file has gone and for the listing of what waits for a person
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FileState:
     source_file: str
     latest_version: int
@@ -482,30 +510,39 @@ class FileState:
 
 def file_states(conn: psycopg.Connection, source_file: str | None = None) -> list[FileState]:
     """Every payroll file of the tenant (or one), by name: its latest version and its live one."""
-    rows = conn.execute(
-        """
-        WITH latest AS (
-          SELECT DISTINCT ON (source_file) source_file, version, status, quarantine_reason, quarantined_as,
-                 superseded_reason
-          FROM payroll_documents WHERE %(file)s::text IS NULL OR source_file = %(file)s
-          ORDER BY source_file, version DESC
-        )
-        SELECT l.source_file, l.version, l.status, l.quarantine_reason, l.quarantined_as, l.superseded_reason,
-               v.version, v.status, v.approval_status, coalesce(v.entry_count, 0),
-               (SELECT count(*) FROM payroll_review_queue q JOIN payroll_entries e ON e.id = q.entry_id
-                WHERE e.document_id = v.id AND q.status = 'open'),
-               v.content_hash, v.duplicate_of
-        FROM latest l
-        LEFT JOIN payroll_documents v ON v.source_file = l.source_file AND v.status IN ('extracted', 'duplicate')
-        ORDER BY l.source_file
-        """,
-        {"file": source_file},
-    ).fetchall()
-    states = []
-    for *fields, digest, duplicate_of in rows:
-        copied = _copied(conn, fields[0], digest, duplicate_of) if fields[7] == "duplicate" else None
-        states.append(FileState(*fields, copied))
-    return states
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            """
+            WITH latest AS (
+              SELECT DISTINCT ON (source_file) source_file, version, status, quarantine_reason, quarantined_as,
+                     superseded_reason
+              FROM payroll_documents WHERE %(file)s::text IS NULL OR source_file = %(file)s
+              ORDER BY source_file, version DESC
+            )
+            SELECT l.source_file, l.version AS latest_version, l.status AS latest_status, l.quarantine_reason,
+                   l.quarantined_as, l.superseded_reason AS latest_note, v.version AS live_version,
+                   v.status AS live_status, v.approval_status, coalesce(v.entry_count, 0) AS entries,
+                   (SELECT count(*) FROM payroll_review_queue q JOIN payroll_entries e ON e.id = q.entry_id
+                    WHERE e.document_id = v.id AND q.status = 'open') AS open_reviews,
+                   v.content_hash AS live_hash, v.duplicate_of AS live_duplicate_of
+            FROM latest l
+            LEFT JOIN payroll_documents v ON v.source_file = l.source_file AND v.status IN ('extracted', 'duplicate')
+            ORDER BY l.source_file
+            """,
+            {"file": source_file},
+        ).fetchall()
+    return [_file_state(conn, row) for row in rows]
+
+
+def _file_state(conn: psycopg.Connection, row: dict[str, Any]) -> FileState:
+    digest, duplicate_of = row.pop("live_hash"), row.pop("live_duplicate_of")
+    is_copy = row["live_status"] == "duplicate"
+    return FileState(**row, duplicate_of=_copied(conn, row["source_file"], digest, duplicate_of) if is_copy else None)
+
+
+def link_execution(conn: psycopg.Connection, document_id: UUID, execution_id: UUID) -> None:
+    """The version's executions row, where its approval is recorded too."""
+    conn.execute("UPDATE payroll_documents SET execution_id = %s WHERE id = %s", (execution_id, document_id))
 
 
 def record_tool_call(
@@ -563,13 +600,41 @@ def sync_directory(conn: psycopg.Connection, people: list[dict[str, Any]], llc_m
     return len(people)
 
 
+@dataclass(frozen=True, kw_only=True)
+class DirectoryFile:
+    """A tenant's directory kept as files (when BambooHR is not its source): <tenant>.json, a list of
+    people, and optionally <tenant>.llc.json, LLC name -> employee id."""
+
+    tenant_ref: str  # the tenant's name, domain or id
+    people: list[dict[str, Any]]
+    llc_mapping: dict[str, str]
+
+
+def directory_files(folder: Path) -> list[DirectoryFile]:
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        if path.name.endswith(".llc.json"):
+            continue
+        llc_path = path.with_name(f"{path.stem}.llc.json")
+        found.append(
+            DirectoryFile(
+                tenant_ref=path.stem,
+                people=json.loads(path.read_text()),
+                llc_mapping=json.loads(llc_path.read_text()) if llc_path.exists() else {},
+            )
+        )
+    return found
+
+
+def cached_llc_mapping(conn: psycopg.Connection) -> dict[str, str]:
+    """The tenant's cached LLC mapping: LLC name -> employee id."""
+    return dict(conn.execute("SELECT llc_name, employee_id FROM llc_mappings").fetchall())
+
+
 def load_resolver(conn: psycopg.Connection) -> NameResolver:
-    people = [
-        Person(*row)
-        for row in conn.execute(
+    with conn.cursor(row_factory=class_row(Person)) as cursor:
+        people = cursor.execute(
             "SELECT employee_id, first_name, last_name, middle_name, preferred_name FROM employee_directory "
             "ORDER BY employee_id"
-        )
-    ]
-    mapping = dict(conn.execute("SELECT llc_name, employee_id FROM llc_mappings").fetchall())
-    return NameResolver(people, mapping)
+        ).fetchall()
+    return NameResolver(people, cached_llc_mapping(conn))

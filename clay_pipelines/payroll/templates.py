@@ -30,7 +30,7 @@ class TemplateError(ValueError):
     """A template file that cannot be used, named with what is wrong."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Template:
     name: str
     path: Path
@@ -83,7 +83,7 @@ class Template:
             if header.lower() not in normal:
                 return None
             by_role[role] = normal.index(header.lower())
-        return generic.ColumnRoles(list(cells), by_role)
+        return generic.ColumnRoles(headers=list(cells), by_role=by_role)
 
     def _extract_table(self, pdf: pdfplumber.PDF, conv: generic.Conventions, extraction: Extraction) -> None:
         previous = None
@@ -104,48 +104,13 @@ class Template:
 
     def _extract_blocks(self, pdf: pdfplumber.PDF, conv: generic.Conventions, extraction: Extraction) -> None:
         spec = self.spec["blocks"]
-        start = re.compile(spec["start"])
         fields = {name: re.compile(pattern) for name, pattern in spec.get("fields", {}).items()}
-        split = float(spec.get("amount_region_x0", 0.7))
         for number, page in enumerate(pdf.pages, start=1):
-            boundary = page.width * split
-            left = page.crop((0, 0, boundary, page.height))
-            right = page.crop((boundary, 0, page.width, page.height))
-            lines = left.extract_text_lines(x_tolerance=generic.WORD_X_TOLERANCE)
-            amounts = [
-                (line["top"], line["bottom"], line["text"])
-                for line in right.extract_text_lines(x_tolerance=generic.WORD_X_TOLERANCE)
-            ]
-            blocks: list[dict[str, Any]] = []
-            for line in lines:
-                text = line["text"].strip()
-                if match := start.match(text):
-                    blocks.append({"top": line["top"], "bottom": line["bottom"], "name": match["value"], "lines": []})
-                elif blocks:
-                    blocks[-1]["lines"].append(text)
-                    blocks[-1]["bottom"] = line["bottom"]
-            for k, block in enumerate(blocks):
-                limit = blocks[k + 1]["top"] if k + 1 < len(blocks) else block["bottom"] + 1
-                money = [
-                    m
-                    for top, _, text in amounts
-                    if block["top"] - 2 <= top < limit
-                    for m in values.find_amounts(text, conv.decimal_comma, conv.default_currency)
-                ]
+            for block, money in _page_blocks(page, spec, conv):
                 if not money:
                     extraction.warnings.append(f"page {number}: block '{block['name']}' prints no amount; skipped")
                     continue
-                found: dict[str, str] = {}
-                current = None
-                for text in block["lines"]:
-                    for field_name, pattern in fields.items():
-                        if match := pattern.match(text):
-                            found[field_name] = match["value"].strip()
-                            current = field_name
-                            break
-                    else:
-                        if current == spec.get("continues"):
-                            found[current] = f"{found[current]} {text.strip()}"
+                found = _block_fields(block["lines"], fields, spec.get("continues"))
                 extraction.entries.append(
                     Entry(
                         employee_name=" ".join(block["name"].split()),
@@ -168,8 +133,55 @@ class Template:
             for match in re.finditer(pattern, page.extract_text(x_tolerance=generic.WORD_X_TOLERANCE) or ""):
                 for money in values.find_amounts(match["value"], conv.decimal_comma, conv.default_currency):
                     extraction.printed_totals.append(
-                        PrintedTotal(match.group(0).strip(), money.amount, money.currency, number)
+                        PrintedTotal(
+                            label=match.group(0).strip(), amount=money.amount, currency=money.currency, page=number
+                        )
                     )
+
+
+def _page_blocks(page: Any, spec: dict[str, Any], conv: generic.Conventions) -> list[tuple[dict[str, Any], list]]:
+    """The page's payment blocks (a start line and the lines under it, in the left region) with the
+    amounts printed beside each in the right region."""
+    start = re.compile(spec["start"])
+    boundary = page.width * float(spec.get("amount_region_x0", 0.7))
+    left = page.crop((0, 0, boundary, page.height))
+    right = page.crop((boundary, 0, page.width, page.height))
+    amounts = [(line["top"], line["text"]) for line in right.extract_text_lines(x_tolerance=generic.WORD_X_TOLERANCE)]
+    blocks: list[dict[str, Any]] = []
+    for line in left.extract_text_lines(x_tolerance=generic.WORD_X_TOLERANCE):
+        text = line["text"].strip()
+        if match := start.match(text):
+            blocks.append({"top": line["top"], "bottom": line["bottom"], "name": match["value"], "lines": []})
+        elif blocks:
+            blocks[-1]["lines"].append(text)
+            blocks[-1]["bottom"] = line["bottom"]
+    paired = []
+    for k, block in enumerate(blocks):
+        limit = blocks[k + 1]["top"] if k + 1 < len(blocks) else block["bottom"] + 1
+        money = [
+            m
+            for top, text in amounts
+            if block["top"] - 2 <= top < limit
+            for m in values.find_amounts(text, conv.decimal_comma, conv.default_currency)
+        ]
+        paired.append((block, money))
+    return paired
+
+
+def _block_fields(lines: list[str], fields: dict[str, re.Pattern[str]], continues: str | None) -> dict[str, str]:
+    """A block's fields by their patterns; a line no pattern matches continues the field named `continues`."""
+    found: dict[str, str] = {}
+    current = None
+    for text in lines:
+        for field_name, pattern in fields.items():
+            if match := pattern.match(text):
+                found[field_name] = match["value"].strip()
+                current = field_name
+                break
+        else:
+            if current == continues:
+                found[current] = f"{found[current]} {text.strip()}"
+    return found
 
 
 def load_template(path: Path) -> Template:
@@ -196,7 +208,7 @@ def load_template(path: Path) -> Template:
                 re.compile(data[key])
             except re.error as error:
                 raise TemplateError(f"{path.name}: {key} is not a valid regex ({error})") from error
-    return Template(data["name"], path, list(data["keywords"]), data["kind"], data)
+    return Template(name=data["name"], path=path, keywords=list(data["keywords"]), kind=data["kind"], spec=data)
 
 
 class TemplateSet:

@@ -54,7 +54,7 @@ AMOUNT_RE = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Money:
     amount: Decimal
     currency: str | None
@@ -111,7 +111,7 @@ def find_amounts(text: str, decimal_comma: bool, default_currency: str | None = 
         currency = CURRENCY_SYMBOLS.get(symbol) if symbol else None
         if currency is None:
             currency = default_currency
-        found.append(Money(-value if negative else value, currency, match.group(0).strip()))
+        found.append(Money(amount=-value if negative else value, currency=currency, text=match.group(0).strip()))
     return found
 
 

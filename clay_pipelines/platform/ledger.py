@@ -75,6 +75,18 @@ def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
     return row[0]
 
 
+def record_governance_decision(
+    conn: psycopg.Connection, execution_id: UUID, decision: dict[str, Any], *, blocked: bool
+) -> None:
+    """A person's decision on a logged execution that required approval, merged into its
+    governance_check; a blocked execution (rejected) takes the status governance_blocked."""
+    conn.execute(
+        "UPDATE executions SET governance_check = governance_check || %s, "
+        "status = CASE WHEN %s THEN 'governance_blocked' ELSE status END WHERE id = %s",
+        (Jsonb(decision), blocked, execution_id),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ToolCall:
     """An mcp_telemetry_log row: one call of an MCP server's tool."""
