@@ -9,7 +9,7 @@ import dagster as dg
 
 from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.platform import monitoring
-from clay_pipelines.platform.assets import budget_usage, tool_health
+from clay_pipelines.platform.assets import budget_usage, router_performance, tool_health
 from clay_pipelines.resources import PostgresResource
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -98,3 +98,85 @@ def test_tool_health_asset_reports_checks_with_the_materialization(dagster_env) 
     metadata = result.asset_materializations_for_node("monitoring__tool_health")[0].metadata
     assert metadata["calls"].value == 3
     assert "| bamboohr | add_table_row | 3 | 2 | 66.67 | 8000.0 |" in metadata["tool_health"].value
+
+
+def _routed_requests(conn) -> tuple[str, str, object]:
+    """Alpha: three requests one day (two succeed; confidences 0.8, 0.6 and none), one the next (no
+    confidence), one 40 days ago; Beta: one failed request. Noon UTC, so every day is the same day in
+    any session time zone."""
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    earlier, later = noon - timedelta(days=3), noon - timedelta(days=1)
+    alpha, beta = _tenant(conn, "Alpha"), _tenant(conn, "Beta")
+    rows = [
+        (alpha, earlier, "success", Decimal("0.8")),
+        (alpha, earlier + timedelta(minutes=5), "success", Decimal("0.6")),
+        (alpha, earlier + timedelta(minutes=9), "failed", None),
+        (alpha, later, "success", None),
+        (alpha, noon - timedelta(days=40), "success", Decimal("0.9")),  # older than the 30 days
+        (beta, earlier, "failed", Decimal("0.5")),
+    ]
+    for tenant, started, status, confidence in rows:
+        conn.execute(
+            "INSERT INTO executions (tenant_id, system_name, user_request, governance_check, status, started_at, "
+            "routing_confidence) VALUES (%s, 'clay-consigliere', 'a request', '{}', %s, %s, %s)",
+            (tenant, status, started, confidence),
+        )
+    return earlier.date().isoformat(), later.date().isoformat(), alpha
+
+
+def test_router_performance_is_the_tenants_last_30_days_by_day(fresh_db) -> None:
+    with fresh_db.admin() as conn:
+        earlier, later, alpha = _routed_requests(conn)
+    with fresh_db.database() as db, db.tenant_transaction(alpha) as conn:
+        days = monitoring.router_performance(conn)
+    assert days == [
+        monitoring.RouterDay(date=later, total_requests=1, avg_confidence=None, successful=1, success_rate=100.0),
+        monitoring.RouterDay(date=earlier, total_requests=3, avg_confidence=0.7, successful=2, success_rate=66.67),
+    ]
+    assert monitoring.overall_success_rate(days) == 75.0
+    assert monitoring.overall_success_rate([]) == 0.0
+
+
+def test_router_performance_asset_names_tenants_in_its_table(dagster_env) -> None:
+    with dagster_env.admin() as conn:
+        earlier, later, _ = _routed_requests(conn)
+    resources = {"postgres": PostgresResource(app_dsn=dagster_env.app_url, maintenance_dsn=dagster_env.maintenance_url)}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([router_performance], instance=instance, resources=resources)
+    metadata = result.asset_materializations_for_node("monitoring__router_performance")[0].metadata
+    assert (metadata["tenant_days"].value, metadata["requests_30d"].value) == (3, 5)
+    assert metadata["success_rate_30d"].value == 60.0
+    assert [r.data for r in metadata["by_day"].value.records] == [
+        {
+            "tenant": "Alpha",
+            "date": later,
+            "total_requests": 1,
+            "avg_confidence": None,
+            "successful": 1,
+            "success_rate": 100.0,
+        },
+        {
+            "tenant": "Alpha",
+            "date": earlier,
+            "total_requests": 3,
+            "avg_confidence": 0.7,
+            "successful": 2,
+            "success_rate": 66.67,
+        },
+        {
+            "tenant": "Beta",
+            "date": earlier,
+            "total_requests": 1,
+            "avg_confidence": 0.5,
+            "successful": 0,
+            "success_rate": 0.0,
+        },
+    ]
+    assert [c.name for c in metadata["by_day"].value.schema.columns] == [
+        "tenant",
+        "date",
+        "total_requests",
+        "avg_confidence",
+        "successful",
+        "success_rate",
+    ]

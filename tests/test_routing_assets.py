@@ -150,7 +150,8 @@ def test_an_embedder_change_re_embeds_and_re_learns_through_the_assets(acme_env,
             "dagster/asset_partition_range_end": days[-1].isoformat(),
         },
     )
-    assert _metadata(embedded, "routing__request_embeddings")["rows_written"] == 170
+    embedded_metadata = _metadata(embedded, "routing__request_embeddings")
+    assert (embedded_metadata["rows_written"], embedded_metadata["by_tenant"]) == (170, {"Acme": 170})
     relearned = _metadata(_materialize(acme_env, [routing_rules]), "routing__routing_rules")
     assert (relearned["embedder"], relearned["rules_created"], relearned["rules_deactivated"]) == ("hashing@2", 2, 2)
     with acme_env.admin() as conn:

@@ -1,5 +1,6 @@
 """Dagster wiring for platform monitoring, and the external assets other programs write."""
 
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -179,4 +180,47 @@ def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) 
     )
 
 
-MONITORING_ASSETS = [tool_health, budget_usage]
+ROUTER_DAY_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("tenant", "string"),
+        dg.TableColumn("date", "string"),
+        dg.TableColumn("total_requests", "int"),
+        dg.TableColumn("avg_confidence", "float"),
+        dg.TableColumn("successful", "int"),
+        dg.TableColumn("success_rate", "float"),
+    ]
+)
+
+
+@dg.asset(
+    key=["monitoring", "router_performance"],
+    deps=[executions_table],
+    group_name="monitoring",
+    kinds={"postgres", "sql"},
+    owners=OWNERS,
+    description="The specification's Clay Router Performance query per tenant: requests, average routing "
+    "confidence and success rate per day over the last 30 days.",
+    automation_condition=dg.AutomationCondition.on_cron("5 0 * * *"),
+    pool="postgres",
+)
+def router_performance(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
+    names = postgres.tenant_names()
+    days: list[tuple[str, monitoring.RouterDay]] = []
+    for tenant_id in postgres.tenant_ids():
+        with postgres.tenant_transaction(tenant_id) as conn:
+            days += [(names[tenant_id], day) for day in monitoring.router_performance(conn)]
+    total = sum(day.total_requests for _, day in days)
+    context.log.info(f"{len(days)} tenant-days, {total:,} requests")
+    return dg.MaterializeResult(
+        metadata={
+            "tenant_days": len(days),
+            "requests_30d": total,
+            "success_rate_30d": dg.MetadataValue.float(monitoring.overall_success_rate([day for _, day in days])),
+            "by_day": dg.MetadataValue.table(
+                [dg.TableRecord({"tenant": name, **asdict(day)}) for name, day in days], schema=ROUTER_DAY_SCHEMA
+            ),
+        }
+    )
+
+
+MONITORING_ASSETS = [tool_health, budget_usage, router_performance]

@@ -1,7 +1,8 @@
 """The specification's monitoring queries, as plain functions over a connection.
 
-Cross-tenant by nature (they rank tools and tenants), so callers run them in a
-maintenance transaction for the PLATFORM_ANALYTICS job.
+Tool health and budget usage are cross-tenant by nature (they rank tools and tenants), so callers
+run them in a maintenance transaction for the PLATFORM_ANALYTICS job. Router performance is per
+tenant: callers run it in each tenant's transaction.
 """
 
 from __future__ import annotations
@@ -100,3 +101,47 @@ def mark_alerts_sent(conn: psycopg.Connection, resource_ids: list[UUID]) -> int:
         (resource_ids,),
     )
     return cursor.rowcount
+
+
+# The specification's Clay Router Performance query, as it is written there.
+ROUTER_PERFORMANCE_SQL = """
+SELECT DATE_TRUNC('day', started_at) AS date, COUNT(*) AS total_requests,
+       AVG(routing_confidence) AS avg_confidence,
+       SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS successful,
+       ROUND(100.0 * SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) / COUNT(*), 2) AS success_rate
+FROM executions
+WHERE started_at >= NOW() - INTERVAL '30 days'
+GROUP BY date
+ORDER BY date DESC
+"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterDay:
+    """One day of one tenant's routed requests."""
+
+    date: str  # ISO day
+    total_requests: int
+    avg_confidence: float | None  # None when no request of the day has a routing confidence
+    successful: int
+    success_rate: float  # percent, 2 decimals
+
+
+def router_performance(conn: psycopg.Connection) -> list[RouterDay]:
+    """The last 30 days of the transaction's tenant, most recent day first."""
+    return [
+        RouterDay(
+            date=day.date().isoformat(),
+            total_requests=int(total),
+            avg_confidence=None if confidence is None else round(float(confidence), 4),
+            successful=int(successful),
+            success_rate=float(rate),
+        )
+        for day, total, confidence, successful, rate in conn.execute(ROUTER_PERFORMANCE_SQL)
+    ]
+
+
+def overall_success_rate(days: list[RouterDay]) -> float:
+    """Percent of successful requests over all the days, 2 decimals; 0.0 with no requests."""
+    total = sum(d.total_requests for d in days)
+    return round(100.0 * sum(d.successful for d in days) / total, 2) if total else 0.0

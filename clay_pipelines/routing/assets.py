@@ -7,26 +7,20 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import PrivateAttr
 
-from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.metadata import markdown_table
 from clay_pipelines.platform.assets import executions_table, systems_registry
 from clay_pipelines.resources import PostgresResource
+from clay_pipelines.routing import checks
 from clay_pipelines.routing.embed_store import days_to_embed, embed_executions, embed_shared_systems, embed_systems
 from clay_pipelines.routing.embeddings import EMBEDDERS, Embedder, get_embedder, tag
 from clay_pipelines.routing.registry import (
-    dependency_problems,
     platform_dependency_problems,
     rollup_shared_systems,
     rollup_tenant_systems,
+    system_figures,
+    tenant_dependency_problems,
 )
-from clay_pipelines.routing.rule_store import (
-    LearningReport,
-    coverage,
-    learn_rules_full,
-    learn_rules_incremental,
-    learner_settings,
-    load_systems,
-)
+from clay_pipelines.routing.rule_store import LearningReport, coverage, learn_rules_full, learn_rules_incremental
 
 OWNERS = ["team:routing"]
 # Days of executions.started_at. History before the start date is embedded by the first partition's
@@ -76,11 +70,12 @@ def request_embeddings(
     window = context.partition_time_window  # the whole range of a single-run backfill
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
     model = embedder.get()
+    names = postgres.tenant_names()
     by_tenant: dict[str, int] = {}
     for tenant_id in postgres.tenant_ids():
         written = embed_executions(postgres.database, tenant_id, model, start, end, progress=context.log.info)
         if written:
-            by_tenant[str(tenant_id)] = written
+            by_tenant[names[tenant_id]] = written
     total = sum(by_tenant.values())
     context.log.info(f"{total:,} executions embedded with {tag(model)} between {start:%Y-%m-%d} and {end:%Y-%m-%d}")
     return dg.MaterializeResult(
@@ -125,77 +120,29 @@ class RoutingRulesConfig(dg.Config):
     full: bool = False
 
 
-RULE_CHECKS = [
-    dg.AssetCheckSpec(
-        "rules_have_enough_support",
-        asset=["routing", "routing_rules"],
-        description="Every active learned rule is backed by at least min_rule_executions executions.",
-    ),
-    dg.AssetCheckSpec(
-        "confidence_in_unit_interval",
-        asset=["routing", "routing_rules"],
-        description="Every rule's confidence_score lies in [0, 1].",
-    ),
-    dg.AssetCheckSpec(
-        "recommended_system_active",
-        asset=["routing", "routing_rules"],
-        description="Every active rule recommends a system that exists and is active.",
-    ),
-    dg.AssetCheckSpec(
-        "no_near_duplicate_rules",
-        asset=["routing", "routing_rules"],
-        description="No two active rules of a tenant recommend the same system from nearly the same centroid.",
-    ),
-]
+RULES = dg.AssetKey(["routing", "routing_rules"])
+RULE_CHECKS = [dg.AssetCheckSpec(c.name, asset=RULES, description=c.description) for c in checks.RULE_CHECKS]
 
 
 def rule_check_results(postgres: PostgresResource, model: str) -> list[dg.AssetCheckResult]:
     """The four checks over every tenant's rules (read per tenant, under row-level security)."""
-    problems: dict[str, list[str]] = {spec.name: [] for spec in RULE_CHECKS}
-    for tenant_id in postgres.tenant_ids():
-        with postgres.tenant_transaction(tenant_id) as conn:
-            settings = learner_settings(load_systems(conn))
-            for rule_id, support in conn.execute(
-                "SELECT id, based_on_executions FROM routing_rules WHERE is_active AND auto_generated "
-                "AND coalesce(based_on_executions, 0) < %s",
-                (settings.min_rule_executions,),
-            ):
-                problems["rules_have_enough_support"].append(f"{rule_id}: {support} executions")
-            for rule_id, confidence in conn.execute(
-                "SELECT id, confidence_score FROM routing_rules WHERE confidence_score NOT BETWEEN 0 AND 1"
-            ):
-                problems["confidence_in_unit_interval"].append(f"{rule_id}: {confidence}")
-            for rule_id, status in conn.execute(
-                "SELECT r.id, coalesce(s.status, 'missing') FROM routing_rules r "
-                "LEFT JOIN systems s ON s.id = r.recommended_system_id "
-                "WHERE r.is_active AND (s.id IS NULL OR s.status <> 'active')"
-            ):
-                problems["recommended_system_active"].append(f"{rule_id}: system {status}")
-            for a, b, similarity in conn.execute(
-                """
-                SELECT a.id, b.id, 1 - (a.request_embedding <=> b.request_embedding) FROM routing_rules a
-                JOIN routing_rules b ON a.id < b.id AND a.recommended_system_id = b.recommended_system_id
-                  AND a.request_embedding_model = b.request_embedding_model
-                WHERE a.is_active AND b.is_active AND a.request_embedding_model = %s
-                  AND 1 - (a.request_embedding <=> b.request_embedding) >= %s
-                """,
-                (model, settings.identity_similarity),
-            ):
-                problems["no_near_duplicate_rules"].append(f"{a} ~ {b} ({float(similarity):.3f})")
     return [
         dg.AssetCheckResult(
-            check_name=name,
-            asset_key=["routing", "routing_rules"],
-            passed=not found,
+            check_name=outcome.name,
+            asset_key=RULES,
+            passed=outcome.passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"violations": len(found), "examples": dg.MetadataValue.json(found[:10])},
+            metadata={
+                "violations": len(outcome.violations),
+                "examples": dg.MetadataValue.json(outcome.violations[:10]),
+            },
         )
-        for name, found in problems.items()
+        for outcome in checks.run_rule_checks(postgres.database, postgres.tenant_ids(), model)
     ]
 
 
 @dg.asset(
-    key=["routing", "routing_rules"],
+    key=RULES,
     deps=[request_embeddings, system_capability_embeddings],
     check_specs=RULE_CHECKS,
     group_name="routing",
@@ -214,12 +161,13 @@ def routing_rules(
     embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     model = embedder.get()
+    names = postgres.tenant_names()
     reports: list[LearningReport] = []
     for tenant_id in postgres.tenant_ids():
         learn = learn_rules_full if config.full else learn_rules_incremental
         report = learn(postgres.database, tenant_id, tag(model), model.name, progress=context.log.info)
         context.log.info(
-            f"tenant {tenant_id}: {report.mode}, {report.executions_read:,} executions read, "
+            f"{names[tenant_id]}: {report.mode}, {report.executions_read:,} executions read, "
             f"{report.created} created, {report.updated} updated, {report.deactivated} deactivated"
         )
         reports.append(report)
@@ -273,13 +221,8 @@ def system_rollups(context: dg.AssetExecutionContext, postgres: PostgresResource
     problems = platform_dependency_problems(postgres.database)
     for tenant_id in postgres.tenant_ids():
         changed += rollup_tenant_systems(postgres.database, tenant_id)
-        with postgres.tenant_transaction(tenant_id) as conn:
-            problems += [p for p in dependency_problems(conn) if p not in problems]
-    with postgres.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
-        rows = conn.execute(
-            "SELECT name, total_executions, successful_executions, avg_cost_usd, avg_execution_time_ms, "
-            "avg_user_satisfaction, status FROM systems ORDER BY total_executions DESC, name"
-        ).fetchall()
+        problems += [p for p in tenant_dependency_problems(postgres.database, tenant_id) if p not in problems]
+    rows = system_figures(postgres.database)
     context.log.info(f"{changed} system rows updated; {len(problems)} dependency problems")
     return dg.MaterializeResult(
         metadata={
@@ -297,70 +240,6 @@ def system_rollups(context: dg.AssetExecutionContext, postgres: PostgresResource
                 metadata={"problems": dg.MetadataValue.json([f"{p.kind}: {p.detail}" for p in problems])},
             )
         ],
-    )
-
-
-ROUTER_PERFORMANCE_SQL = """
-SELECT DATE_TRUNC('day', started_at) AS date, COUNT(*) AS total_requests,
-       AVG(routing_confidence) AS avg_confidence,
-       SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) AS successful,
-       ROUND(100.0 * SUM(CASE WHEN status = 'success' THEN 1 ELSE 0 END) / COUNT(*), 2) AS success_rate
-FROM executions
-WHERE started_at >= NOW() - INTERVAL '30 days'
-GROUP BY date
-ORDER BY date DESC
-"""
-
-
-@dg.asset(
-    key=["monitoring", "router_performance"],
-    deps=[executions_table],
-    group_name="monitoring",
-    kinds={"postgres", "sql"},
-    owners=OWNERS,
-    description="The specification's Clay Router Performance query per tenant: requests, average routing "
-    "confidence and success rate per day over the last 30 days.",
-    automation_condition=dg.AutomationCondition.on_cron("5 0 * * *"),
-    pool="postgres",
-)
-def router_performance(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    table_rows: list[dg.TableRecord] = []
-    for tenant_id in postgres.tenant_ids():
-        with postgres.tenant_transaction(tenant_id) as conn:
-            name = conn.execute("SELECT name FROM tenants WHERE id = %s", (tenant_id,)).fetchone()[0]
-            for date, total, confidence, successful, rate in conn.execute(ROUTER_PERFORMANCE_SQL):
-                table_rows.append(
-                    dg.TableRecord(
-                        {
-                            "tenant": name,
-                            "date": date.date().isoformat(),
-                            "total_requests": int(total),
-                            "avg_confidence": None if confidence is None else round(float(confidence), 4),
-                            "successful": int(successful),
-                            "success_rate": float(rate),
-                        }
-                    )
-                )
-    schema = dg.TableSchema(
-        columns=[
-            dg.TableColumn("tenant", "string"),
-            dg.TableColumn("date", "string"),
-            dg.TableColumn("total_requests", "int"),
-            dg.TableColumn("avg_confidence", "float"),
-            dg.TableColumn("successful", "int"),
-            dg.TableColumn("success_rate", "float"),
-        ]
-    )
-    total = sum(r.data["total_requests"] for r in table_rows)
-    successful = sum(r.data["successful"] for r in table_rows)
-    context.log.info(f"{len(table_rows)} tenant-days, {total:,} requests")
-    return dg.MaterializeResult(
-        metadata={
-            "tenant_days": len(table_rows),
-            "requests_30d": total,
-            "success_rate_30d": dg.MetadataValue.float(round(100.0 * successful / total, 2) if total else 0.0),
-            "by_day": dg.MetadataValue.table(table_rows, schema=schema),
-        }
     )
 
 
@@ -399,7 +278,8 @@ def new_executions_sensor(
 
 ROUTING_SENSORS = [new_executions_sensor]
 
-ROUTING_ASSETS = [request_embeddings, system_capability_embeddings, routing_rules, system_rollups, router_performance]
+# monitoring/router_performance lives with the monitoring assets (platform/assets.py).
+ROUTING_ASSETS = [request_embeddings, system_capability_embeddings, routing_rules, system_rollups]
 
 routing_full_recluster_job = dg.define_asset_job(
     "routing_full_recluster",
@@ -413,7 +293,11 @@ routing_rules_job = dg.define_asset_job(
     description="The incremental rule learner.",
 )
 routing_rules_schedule = dg.ScheduleDefinition(
-    job=routing_rules_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+    job=routing_rules_job,
+    cron_schedule="0 3 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="The incremental rule learner every night at 03:00 UTC, besides the eager runs that follow new "
+    "request embeddings.",
 )
 ROUTING_JOBS = [routing_full_recluster_job, routing_rules_job]
 ROUTING_SCHEDULES = [routing_rules_schedule]

@@ -139,3 +139,19 @@ def _cycles(graph: dict[UUID, list[UUID]], walk_order: list[UUID]) -> list[list[
 def platform_dependency_problems(db: Database) -> list[GraphProblem]:
     with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
         return dependency_problems(conn)
+
+
+def tenant_dependency_problems(db: Database, tenant_id: UUID) -> list[GraphProblem]:
+    """The graph as the tenant sees it: its own systems and the platform's skills."""
+    with db.tenant_transaction(tenant_id) as conn:
+        return dependency_problems(conn)
+
+
+def system_figures(db: Database) -> list[tuple]:
+    """Every system's rolled-up figures, most executions first: (name, total, successful, avg cost,
+    avg ms, satisfaction, status)."""
+    with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
+        return conn.execute(
+            "SELECT name, total_executions, successful_executions, avg_cost_usd, avg_execution_time_ms, "
+            "avg_user_satisfaction, status FROM systems ORDER BY total_executions DESC, name"
+        ).fetchall()
