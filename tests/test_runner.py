@@ -68,4 +68,4 @@ def test_an_asset_tagged_latest_runs_for_its_newest_partition_only() -> None:
     with dg.instance_for_test() as instance:
         report = materialize_everything(defs, instance, progress=lambda _: None)
     assert report.ok
-    assert seen_ranges == [["2026-01-01", "2026-01-02", "2026-01-03"], ["2026-01-03"]]
+    assert sorted(seen_ranges, key=len) == [["2026-01-03"], ["2026-01-01", "2026-01-02", "2026-01-03"]]
