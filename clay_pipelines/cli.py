@@ -19,7 +19,6 @@ import logging
 import os
 import shutil
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
@@ -48,6 +47,8 @@ def activate_environment(start_embedded: bool = True):  # noqa: ANN201 - Databas
 
     target = resolve_target(start_embedded=start_embedded)
     os.environ.update(target.as_environment())
+    # Resources read the embedder through dg.EnvVar: give Dagster's processes the default too.
+    os.environ["CLAY_EMBEDDER"] = settings.current().embedder
     ensure_dagster_schema(target)
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def cmd_db_start(args: argparse.Namespace) -> int:
 def cmd_db_stop(args: argparse.Namespace) -> int:
     from clay_pipelines.db import embedded
 
-    if os.environ.get("DATABASE_URL"):
+    if settings.current().database_url:
         _say("DATABASE_URL is set: the external database is not ours to stop")
         return 0
     was_running = embedded.stop(settings.pgdata_dir())
@@ -113,7 +114,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
     from clay_pipelines.db.migrations import migration_status
     from clay_pipelines.db.targets import resolve_target
 
-    if not os.environ.get("DATABASE_URL") and not embedded.is_running(settings.pgdata_dir()):
+    if not settings.current().database_url and not embedded.is_running(settings.pgdata_dir()):
         _say(f"embedded PostgreSQL at {settings.pgdata_dir()}: not running (`clay db start`)")
         return 0
     target = resolve_target()
@@ -175,9 +176,11 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
     if args.scale < 1:
         raise CommandError(f"--scale must be 1 or more, got {args.scale}", EXIT_BAD_INPUT)
-    db = _database()
-    _require_migrated(os.environ["CLAY_RESOLVED_ADMIN_URL"])
-    with db:
+    from clay_pipelines.db import Database
+
+    target = activate_environment()
+    _require_migrated(target.admin_url)
+    with Database(target.app_url, target.maintenance_url) as db:
         summary = load_world(
             db,
             WorldParameters(seed=args.seed, scale=args.scale, anchor=args.anchor),
@@ -202,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from clay_pipelines.definitions import defs
-    from clay_pipelines.payroll.assets import register_inbox_partitions
+    from clay_pipelines.payroll.defs import register_inbox_partitions
     from clay_pipelines.processes import ProcessIdentity, Terminated, exit_now, run_in_worker, signal_number
     from clay_pipelines.runner import (
         SelectionError,
@@ -218,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CommandError(f"--select: {error}", EXIT_BAD_INPUT) from error
     target = activate_environment()
     _require_migrated(target.admin_url)
-    debug = bool(os.environ.get("CLAY_DEBUG"))
+    debug = settings.current().debug
     # While a run executes, Dagster points this process's stderr at the run's log file; a message
     # about the interruption goes to the terminal through a copy taken now.
     terminal = os.dup(sys.stderr.fileno())
@@ -421,7 +424,7 @@ def _embedder(name: str | None):
     from clay_pipelines.routing.embeddings import get_embedder
 
     try:
-        return get_embedder(name or os.environ.get("CLAY_EMBEDDER", "hashing"))
+        return get_embedder(name or settings.current().embedder)
     except (ValueError, RuntimeError) as error:
         raise CommandError(str(error), EXIT_BAD_INPUT) from error
 
@@ -643,9 +646,7 @@ def _undecodable_argument(parser: argparse.ArgumentParser, args: argparse.Namesp
 def main(argv: Sequence[str] | None = None) -> int:
     from clay_pipelines.processes import Terminated, raise_on_sigterm
 
-    # BackfillPolicy is marked beta in this Dagster release; the notice is not for the user.
-    warnings.filterwarnings("ignore", message=r".*is currently in beta.*")
-    logging.basicConfig(level=os.environ.get("CLAY_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.current().log_level, format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C: `finally` blocks stop servers and roll back transactions.
     raise_on_sigterm()
     parser = build_parser()
@@ -664,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         return 143
     except Exception as error:
-        if os.environ.get("CLAY_DEBUG"):
+        if settings.current().debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"clay: error: {type(error).__name__}: {message}", file=sys.stderr)

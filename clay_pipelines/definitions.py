@@ -1,152 +1,18 @@
-"""The one root: every asset, check, job, schedule, sensor and resource, and the policies applied
-to all of them (executor, retries, the automation sensor)."""
+"""The one root: every domain's definitions merged, and the policies applied once (retries,
+automation, executor: clay_pipelines/policies.py).
 
-import functools
-import inspect
-import os
-from collections.abc import Callable
-from typing import Any
+A domain is a folder whose defs.py exports `defs` (its assets, checks, jobs, schedules, sensors and
+the resources it owns); adding one is that folder and one entry in DOMAINS.
+"""
 
 import dagster as dg
 
-# The op's compute function, as Dagster wraps it; rebuilt around the failure policy below.
-from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
+from clay_pipelines.payroll import defs as payroll
+from clay_pipelines.platform import defs as platform
+from clay_pipelines.policies import apply_policies
+from clay_pipelines.routing import defs as routing
+from clay_pipelines.tars import defs as tars
 
-from clay_pipelines.failures import is_transient, one_line
-from clay_pipelines.payroll.assets import PAYROLL_ASSETS, PAYROLL_SENSORS, BambooHRSettings, PayrollSettings
-from clay_pipelines.platform.assets import EXTERNAL_ASSETS, MONITORING_ASSETS
-from clay_pipelines.resources import PostgresResource
-from clay_pipelines.routing.assets import (
-    ROUTING_ASSETS,
-    ROUTING_JOBS,
-    ROUTING_SCHEDULES,
-    ROUTING_SENSORS,
-    EmbedderResource,
-)
-from clay_pipelines.tars.assets import TARS_ASSETS
+DOMAINS = (platform, payroll, routing, tars)
 
-# Transient failures (a dropped connection, a busy database) get three more tries with growing,
-# jittered waits; every other failure is final at once (see `_permanent_unless_transient`). Runs
-# whose worker crashed are retried by the daemon (dagster.yaml, run_retries).
-DEFAULT_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-
-
-def _non_retryable(error: Exception) -> Exception | None:
-    """The failure to raise instead of `error` so that the retry policy leaves it alone; None when
-    `error` goes through as it is (transient, already final, or Dagster's own control flow)."""
-    if isinstance(error, dg.RetryRequested | dg.DagsterError):
-        return None
-    if isinstance(error, dg.Failure):
-        if not error.allow_retries or is_transient(error):
-            return None
-        return dg.Failure(description=error.description, metadata=error.metadata, allow_retries=False)
-    if is_transient(error):
-        return None
-    return dg.Failure(description=one_line(error), allow_retries=False)
-
-
-def _permanent_unless_transient(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn`, raising dg.Failure(allow_retries=False) for every failure that is not transient.
-
-    Dagster's RetryPolicy retries any exception but such a Failure; this is how the policy comes to
-    retry only what another try can fix. functools.wraps keeps the signature Dagster reads the
-    context, inputs and resources from.
-    """
-    if inspect.isgeneratorfunction(fn):
-
-        @functools.wraps(fn)
-        def generator(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return (yield from fn(*args, **kwargs))
-            except Exception as error:
-                final = _non_retryable(error)
-                if final is None:
-                    raise
-                raise final from error
-
-        return generator
-
-    @functools.wraps(fn)
-    def function(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception as error:
-            final = _non_retryable(error)
-            if final is None:
-                raise
-            raise final from error
-
-    return function
-
-
-def with_failure_policy(assets_def: dg.AssetsDefinition | dg.AssetSpec) -> dg.AssetsDefinition | dg.AssetSpec:
-    """The same asset, its op carrying DEFAULT_RETRY_POLICY and the permanent-failure rule.
-
-    On the op itself rather than on each job, so that every way of running it (the jobs, the UI's
-    materialize, sensors, schedules, the automation sensor, `clay run`) retries the same way.
-    """
-    if isinstance(assets_def, dg.AssetSpec) or not assets_def.is_executable:
-        return assets_def  # external: nothing runs here
-    op = assets_def.node_def
-    if not isinstance(op, dg.OpDefinition) or not isinstance(op.compute_fn, DecoratedOpFunction):
-        raise TypeError(f"{assets_def.key.to_user_string()}: the failure policy knows only op-backed assets")
-    wrapped = dg.OpDefinition.dagster_internal_init(
-        name=op.name,
-        ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
-        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs},
-        compute_fn=DecoratedOpFunction(_permanent_unless_transient(op.compute_fn.decorated_fn)),
-        config_schema=op.config_schema,
-        description=op.description,
-        tags=op.tags,
-        required_resource_keys=op.required_resource_keys,
-        code_version=op._version,  # the public `version` is deprecated
-        retry_policy=DEFAULT_RETRY_POLICY,
-        version=None,
-        pool=op.pool,
-    )
-    return dg.AssetsDefinition.dagster_internal_init(**{**assets_def.get_attributes_dict(), "node_def": wrapped})
-
-
-ALL_ASSETS = [
-    with_failure_policy(a)
-    for a in [*EXTERNAL_ASSETS, *MONITORING_ASSETS, *PAYROLL_ASSETS, *ROUTING_ASSETS, *TARS_ASSETS]
-]
-
-monitoring_job = dg.define_asset_job(
-    "platform_monitoring",
-    selection=dg.AssetSelection.groups("monitoring"),
-    description="Tool health and budget usage, on demand.",
-)
-
-# Assets declare *when* they should run (AutomationCondition); this sensor, on by default, acts on it.
-automation_sensor = dg.AutomationConditionSensorDefinition(
-    "default_automation_sensor",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-
-payroll_job = dg.define_asset_job(
-    "payroll_files",
-    selection=dg.AssetSelection.assets(["payroll", "payroll_entries"]),
-    description="Extract, check and store one payroll file (one partition per file).",
-)
-
-defs = dg.Definitions(
-    assets=ALL_ASSETS,
-    jobs=[monitoring_job, payroll_job, *ROUTING_JOBS],
-    schedules=ROUTING_SCHEDULES,
-    sensors=[automation_sensor, *PAYROLL_SENSORS, *ROUTING_SENSORS],
-    resources={
-        "postgres": PostgresResource(
-            app_dsn=dg.EnvVar("CLAY_APP_DSN"),
-            maintenance_dsn=dg.EnvVar("CLAY_MAINTENANCE_DSN"),
-        ),
-        "payroll": PayrollSettings(),
-        "bamboohr": BambooHRSettings(),
-        "embedder": EmbedderResource(name=os.environ.get("CLAY_EMBEDDER", "hashing")),
-    },
-    # Two cores: two processes at most.
-    executor=dg.multiprocess_executor.configured({"max_concurrent": 2}),
-)
+defs = apply_policies(dg.Definitions.merge(*(domain.defs for domain in DOMAINS)))

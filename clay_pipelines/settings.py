@@ -30,9 +30,142 @@ PLATFORM_TABLES = ("tenants", *TENANT_TABLES)
 DAGSTER_DATABASE = "dagster"
 
 
+# ---------------------------------------------------------------------------------------------
+# Every environment variable the project reads: its default and meaning. README's table lists the
+# same (a test compares them); code reads them through Settings, never os.environ directly.
+
+
+@dataclass(frozen=True, kw_only=True)
+class Variable:
+    name: str
+    default: str | None
+    meaning: str
+
+
+def _limit_variables() -> list[Variable]:
+    out = []
+    for kind in ("tenant", "maintenance"):
+        for setting, value in _LIMIT_DEFAULTS[kind].as_settings().items():
+            out.append(
+                Variable(
+                    name=f"CLAY_{kind.upper()}_{setting.upper()}",
+                    default=value,
+                    meaning=f"{setting} every {kind} transaction sets for itself (a PostgreSQL duration)",
+                )
+            )
+    return out
+
+
+def variables() -> tuple[Variable, ...]:
+    return (
+        Variable(
+            name="DATABASE_URL",
+            default=None,
+            meaning="libpq URL of an external PostgreSQL (Supabase, RDS, ...); "
+            "unset: the embedded server. Migrations run with it (it must be able to create roles)",
+        ),
+        Variable(
+            name="CLAY_APP_DATABASE_URL",
+            default=None,
+            meaning="log in as clay_app directly; default: switch to "
+            "clay_app inside each transaction over DATABASE_URL (clay exports the resolved one to Dagster)",
+        ),
+        Variable(name="CLAY_MAINTENANCE_DATABASE_URL", default=None, meaning="the same for clay_maintenance"),
+        Variable(
+            name="DAGSTER_PG_URL",
+            default=None,
+            meaning="Dagster's storage; default: the embedded `dagster` "
+            "database, or DATABASE_URL with search_path=dagster (clay exports it with the psycopg2 scheme)",
+        ),
+        Variable(
+            name="CLAY_DATABASE_NAME",
+            default=PLATFORM_DATABASE,
+            meaning="the platform database's name on the embedded server",
+        ),
+        Variable(
+            name="CLAY_STATE_DIR",
+            default=None,
+            meaning="the embedded server, Dagster's home and the sample world's files (default .clay/ in the project)",
+        ),
+        Variable(
+            name="DAGSTER_HOME",
+            default=None,
+            meaning="Dagster's home (default STATE_DIR/dagster_home; clay copies dagster.yaml there)",
+        ),
+        Variable(
+            name="CLAY_EMBEDDER",
+            default="hashing",
+            meaning="the embedder: hashing (offline), minilm (the optional extra), openai",
+        ),
+        Variable(
+            name="CLAY_HISTORY_START",
+            default="2024-01-01",
+            meaning="the first day of the daily partitions (request embeddings, dream nights)",
+        ),
+        Variable(name="OPENAI_API_KEY", default=None, meaning="key of the openai embedder's endpoint"),
+        Variable(name="OPENAI_BASE_URL", default="https://api.openai.com/v1", meaning="the openai embedder's endpoint"),
+        Variable(
+            name="CLAY_OPENAI_EMBEDDING_MODEL", default="text-embedding-3-small", meaning="the openai embedder's model"
+        ),
+        Variable(name="BAMBOOHR_COMPANY_DOMAIN", default=None, meaning="BambooHR company for the payroll dual-write"),
+        Variable(name="BAMBOOHR_API_KEY", default=None, meaning="BambooHR API key"),
+        Variable(
+            name="BAMBOOHR_TENANT",
+            default=None,
+            meaning="the tenant (name, domain or id) that BambooHR company belongs to",
+        ),
+        Variable(name="BAMBOOHR_BASE_URL", default=None, meaning="another BambooHR gateway (a proxy, a test server)"),
+        *_limit_variables(),
+        Variable(name="CLAY_LOG_LEVEL", default="WARNING", meaning="the command line's log level"),
+        Variable(name="CLAY_DEBUG", default=None, meaning="1: tracebacks instead of one-line errors"),
+        Variable(name="CLAY_BENCH_EXECUTIONS", default="1000000", meaning="executions in the routing scale benchmark"),
+        Variable(name="CLAY_BENCH_REPLAY_REQUESTS", default="100000", meaning="requests in the dream replay benchmark"),
+    )
+
+
+def env(name: str) -> str | None:
+    """One of the project's variables (its default when unset or empty); KeyError for a name that is
+    not declared in variables()."""
+    variable = {v.name: v for v in variables()}[name]
+    return os.environ.get(name) or variable.default
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The settings a process runs with, typed, read once from the environment."""
+
+    database_url: str | None
+    app_database_url: str | None
+    maintenance_database_url: str | None
+    dagster_pg_url: str | None
+    database_name: str
+    embedder: str
+    history_start: str
+    debug: bool
+    log_level: str
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        return cls(
+            database_url=env("DATABASE_URL"),
+            app_database_url=env("CLAY_APP_DATABASE_URL"),
+            maintenance_database_url=env("CLAY_MAINTENANCE_DATABASE_URL"),
+            dagster_pg_url=env("DAGSTER_PG_URL"),
+            database_name=env("CLAY_DATABASE_NAME") or PLATFORM_DATABASE,
+            embedder=env("CLAY_EMBEDDER") or "hashing",
+            history_start=env("CLAY_HISTORY_START") or "2024-01-01",
+            debug=bool(env("CLAY_DEBUG")),
+            log_level=env("CLAY_LOG_LEVEL") or "WARNING",
+        )
+
+
+def current() -> Settings:
+    return Settings.from_environment()
+
+
 def state_dir() -> Path:
     """Project-local, git-ignored folder for the embedded database, Dagster's home and the inbox."""
-    return Path(os.environ.get("CLAY_STATE_DIR") or PROJECT_ROOT / ".clay").resolve()
+    return Path(env("CLAY_STATE_DIR") or PROJECT_ROOT / ".clay").resolve()
 
 
 def pgdata_dir() -> Path:
@@ -40,7 +173,7 @@ def pgdata_dir() -> Path:
 
 
 def dagster_home() -> Path:
-    return Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster_home").resolve()
+    return Path(env("DAGSTER_HOME") or state_dir() / "dagster_home").resolve()
 
 
 def sample_world_dir() -> Path:
@@ -90,5 +223,5 @@ def transaction_limits(kind: str) -> TransactionLimits:
     """Limits for "tenant" or "maintenance" transactions; each overridable by
     CLAY_<KIND>_<SETTING>, e.g. CLAY_TENANT_LOCK_TIMEOUT=3s or CLAY_MAINTENANCE_STATEMENT_TIMEOUT=2h."""
     defaults = _LIMIT_DEFAULTS[kind].as_settings()
-    values = {name: os.environ.get(f"CLAY_{kind.upper()}_{name.upper()}") or value for name, value in defaults.items()}
+    values = {name: env(f"CLAY_{kind.upper()}_{name.upper()}") or value for name, value in defaults.items()}
     return TransactionLimits(**values)

@@ -149,6 +149,7 @@ def world_db(world_template: TestDatabase) -> Iterator[TestDatabase]:
 @pytest.fixture
 def dagster_env(fresh_db: TestDatabase, monkeypatch: pytest.MonkeyPatch) -> TestDatabase:
     """Environment variables the Dagster resources read, pointing at this test's database."""
-    monkeypatch.setenv("CLAY_APP_DSN", fresh_db.app_url)
-    monkeypatch.setenv("CLAY_MAINTENANCE_DSN", fresh_db.maintenance_url)
+    monkeypatch.setenv("CLAY_APP_DATABASE_URL", fresh_db.app_url)
+    monkeypatch.setenv("CLAY_MAINTENANCE_DATABASE_URL", fresh_db.maintenance_url)
+    monkeypatch.setenv("CLAY_EMBEDDER", "hashing")
     return fresh_db

@@ -204,7 +204,7 @@ def test_unreachable_bamboohr_leaves_deliveries_pending_for_later(approved_payro
 
 
 def _resources(fresh_db):
-    from clay_pipelines.payroll.assets import BambooHRSettings
+    from clay_pipelines.payroll.defs import BambooHRSettings
     from clay_pipelines.resources import PostgresResource
 
     return {
@@ -223,7 +223,7 @@ def _configure(monkeypatch, server) -> None:
 def test_delivery_sensor_says_why_nothing_moves(fresh_db, approved_payroll, server, monkeypatch) -> None:
     import dagster as dg
 
-    from clay_pipelines.payroll.assets import payroll_delivery_sensor
+    from clay_pipelines.payroll.defs import payroll_delivery_sensor
 
     for name in ("BAMBOOHR_COMPANY_DOMAIN", "BAMBOOHR_API_KEY", "BAMBOOHR_BASE_URL", "BAMBOOHR_TENANT"):
         monkeypatch.delenv(name, raising=False)
@@ -246,7 +246,7 @@ def test_delivery_and_reconciliation_assets_serve_only_their_tenant(
 ) -> None:
     import dagster as dg
 
-    from clay_pipelines.payroll.assets import bamboohr_deliveries, bamboohr_reconciliation, payroll_delivery_sensor
+    from clay_pipelines.payroll.defs import bamboohr_deliveries, bamboohr_reconciliation, payroll_delivery_sensor
 
     _configure(monkeypatch, server)
     # Another tenant's approved entry must never reach OMS's BambooHR.
@@ -288,7 +288,7 @@ def test_directory_comes_from_bamboohr_for_its_tenant(
 ) -> None:
     import dagster as dg
 
-    from clay_pipelines.payroll.assets import PayrollSettings, employee_directory
+    from clay_pipelines.payroll.defs import PayrollSettings, employee_directory
 
     _configure(monkeypatch, server)
     server.employees = {"20001": {"id": 20001, "firstName": "Nora", "lastName": "Quist", "preferredName": "Noni"}}

@@ -294,7 +294,7 @@ def test_the_constitutions_asset_lists_every_tenant_and_checks_the_replay(world,
     import dagster as dg
 
     from clay_pipelines.resources import PostgresResource
-    from clay_pipelines.tars.assets import constitutions
+    from clay_pipelines.tars.defs import constitutions
 
     db, alpha, beta = world
     _amend(db, alpha, {THRESHOLD: 0.55})

@@ -15,8 +15,9 @@ import pytest
 from dagster._core.definitions.dependency import NodeHandle
 
 from clay_pipelines import settings
-from clay_pipelines.definitions import DEFAULT_RETRY_POLICY, defs, with_failure_policy
+from clay_pipelines.definitions import defs
 from clay_pipelines.failures import is_transient
+from clay_pipelines.policies import DEFAULT_RETRY_POLICY, with_failure_policy
 
 
 def test_definitions_load_with_the_expected_assets() -> None:
@@ -160,7 +161,7 @@ def test_dagster_cli_validates_the_workspace(fresh_db) -> None:
     for line in exports.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         environment[name] = shlex.split(value)[0]
-    assert environment["CLAY_DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")
+    assert environment["DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")
     result = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", str(settings.PROJECT_ROOT / "workspace.yaml")],
         cwd=settings.PROJECT_ROOT,
@@ -171,3 +172,29 @@ def test_dagster_cli_validates_the_workspace(fresh_db) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_the_readme_lists_exactly_the_variables_the_settings_declare() -> None:
+    import re
+
+    from clay_pipelines import settings
+
+    readme = (settings.PROJECT_ROOT / "README.md").read_text()
+    table = readme[readme.index("| variable | default | meaning |") :].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `([A-Z_]+)` \| ([^|]*) \|", table, re.MULTILINE)
+    assert [(name, default.strip().strip("`") or None) for name, default in listed] == [
+        (v.name, v.default) for v in settings.variables()
+    ]
+
+
+def test_no_module_reads_the_environment_but_settings() -> None:
+    import re
+
+    from clay_pipelines import settings
+
+    readers = {
+        str(path.relative_to(settings.PROJECT_ROOT))
+        for path in settings.PACKAGE_DIR.rglob("*.py")
+        if re.search(r"os\.environ\.get|os\.getenv|os\.environ\[\"[A-Z_]+\"\](?!\s*=)", path.read_text())
+    }
+    assert readers <= {"clay_pipelines/settings.py", "clay_pipelines/cli.py"}, readers

@@ -169,8 +169,8 @@ def test_the_dream_assets_report_the_night_and_check_the_promotions(acme, fresh_
     import dagster as dg
 
     from clay_pipelines.resources import PostgresResource
-    from clay_pipelines.routing.assets import EmbedderResource
-    from clay_pipelines.tars.assets import dream_cycle, dream_promotion_rate, promotions
+    from clay_pipelines.routing.defs import EmbedderResource
+    from clay_pipelines.tars.defs import dream_cycle, dream_promotion_rate, promotions
 
     resources = {
         "postgres": PostgresResource(app_dsn=fresh_db.app_url, maintenance_dsn=fresh_db.maintenance_url),

@@ -9,7 +9,7 @@ import dagster as dg
 
 from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.platform import monitoring
-from clay_pipelines.platform.assets import budget_usage, router_performance, tool_health
+from clay_pipelines.platform.defs import budget_usage, router_performance, tool_health
 from clay_pipelines.resources import PostgresResource
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

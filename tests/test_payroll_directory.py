@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from clay_pipelines.payroll import store
-from clay_pipelines.payroll.assets import BambooHRSettings, PayrollSettings, employee_directory
+from clay_pipelines.payroll.defs import BambooHRSettings, PayrollSettings, employee_directory
 from clay_pipelines.resources import PostgresResource
 
 ANN = {"id": "7", "first_name": "Ann", "last_name": "Li"}

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from clay_pipelines.payroll import store
-from clay_pipelines.payroll.assets import PayrollSettings, payroll_entries, payroll_files, payroll_inbox_sensor
+from clay_pipelines.payroll.defs import PayrollSettings, payroll_entries, payroll_files, payroll_inbox_sensor
 from clay_pipelines.resources import PostgresResource
 from clay_pipelines.sample_world.payroll_docs import generate_directory, generate_payroll_world
 
@@ -294,7 +294,7 @@ def test_a_file_put_back_to_an_earlier_content_runs_again_and_its_entries_return
 
 
 def test_clay_run_and_the_sensor_share_what_was_processed(dagster_env, oms, inbox: Path, shelf: Path) -> None:
-    from clay_pipelines.payroll.assets import register_inbox_partitions
+    from clay_pipelines.payroll.defs import register_inbox_partitions
 
     _drop(_register(shelf, 0), inbox, "jan.pdf")
     payroll_pdfs.ruled_register(

@@ -11,7 +11,7 @@ import pytest
 
 from clay_pipelines.resources import PostgresResource
 from clay_pipelines.routing import embeddings
-from clay_pipelines.routing.assets import (
+from clay_pipelines.routing.defs import (
     EmbedderResource,
     new_executions_sensor,
     request_embeddings,

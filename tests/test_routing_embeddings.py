@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from clay_pipelines.resources import PostgresResource
-from clay_pipelines.routing.assets import EmbedderResource, request_embeddings
+from clay_pipelines.routing.defs import EmbedderResource, request_embeddings
 from clay_pipelines.routing.embed_store import embed_executions
 from clay_pipelines.routing.embeddings import HashingEmbedder, OpenAIEmbedder, get_embedder, tag
 
@@ -79,7 +79,7 @@ def test_backfill_embeds_once_and_again_after_an_embedder_change(world_db) -> No
 
 
 def test_asset_backfills_a_range_in_one_run(world_db, monkeypatch) -> None:
-    monkeypatch.setenv("CLAY_APP_DSN", world_db.app_url)
+    monkeypatch.setenv("CLAY_APP_DATABASE_URL", world_db.app_url)
     resources = {
         "postgres": PostgresResource(app_dsn=world_db.app_url, maintenance_dsn=world_db.maintenance_url),
         "embedder": EmbedderResource(name="hashing"),

@@ -74,7 +74,6 @@ def env(fresh_db, dagster_url: str, state: Path) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": fresh_db.admin_url,
         "DAGSTER_PG_URL": dagster_url,
-        "CLAY_DAGSTER_PG_URL": dagster_url,
         "CLAY_STATE_DIR": str(state),
         "DAGSTER_HOME": str(state / "dagster_home"),
     }
@@ -83,7 +82,7 @@ def env(fresh_db, dagster_url: str, state: Path) -> dict[str, str]:
 @pytest.fixture
 def instance(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
     """The instance as the project's dagster.yaml configures it."""
-    monkeypatch.setenv("CLAY_DAGSTER_PG_URL", env["CLAY_DAGSTER_PG_URL"])
+    monkeypatch.setenv("DAGSTER_PG_URL", env["DAGSTER_PG_URL"])
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         yield instance
 

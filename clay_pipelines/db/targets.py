@@ -11,7 +11,6 @@ inside every transaction (SET LOCAL ROLE semantics), which row-level security ho
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -38,10 +37,9 @@ class DatabaseTarget:
     def as_environment(self) -> dict[str, str]:
         """What child processes (Dagster's code servers and run workers) need to find the database."""
         return {
-            "CLAY_RESOLVED_ADMIN_URL": self.admin_url,
-            "CLAY_APP_DSN": self.app_url,
-            "CLAY_MAINTENANCE_DSN": self.maintenance_url,
-            "CLAY_DAGSTER_PG_URL": self.dagster_url,
+            "CLAY_APP_DATABASE_URL": self.app_url,
+            "CLAY_MAINTENANCE_DATABASE_URL": self.maintenance_url,
+            "DAGSTER_PG_URL": self.dagster_url,
         }
 
 
@@ -67,24 +65,25 @@ def ensure_database(admin_postgres_url: str, name: str) -> None:
 
 
 def platform_database_name() -> str:
-    return os.environ.get("CLAY_DATABASE_NAME") or settings.PLATFORM_DATABASE
+    return settings.current().database_name
 
 
 def resolve_target(start_embedded: bool = True) -> DatabaseTarget:
     """The database in use. In embedded mode this starts the server (unless told not to)."""
-    external = os.environ.get("DATABASE_URL")
+    configured = settings.current()
+    external = configured.database_url
     if external:
         if not external.startswith(("postgresql://", "postgres://")):
             raise ConfigurationError(
                 f"DATABASE_URL must be a postgresql:// URL, got one starting with {external.split(':', 1)[0]!r}"
             )
-        dagster_url = os.environ.get("DAGSTER_PG_URL") or _with_query(external, options="-csearch_path=dagster")
+        dagster_url = configured.dagster_pg_url or _with_query(external, options="-csearch_path=dagster")
         host = urlsplit(external).hostname or "local socket"
         return DatabaseTarget(
             mode="external",
             admin_url=external,
-            app_url=os.environ.get("CLAY_APP_DATABASE_URL") or external,
-            maintenance_url=os.environ.get("CLAY_MAINTENANCE_DATABASE_URL") or external,
+            app_url=configured.app_database_url or external,
+            maintenance_url=configured.maintenance_database_url or external,
             dagster_url=_with_psycopg2_scheme(dagster_url),
             description=f"external PostgreSQL at {host} (DATABASE_URL)",
         )
@@ -109,7 +108,7 @@ def resolve_target(start_embedded: bool = True) -> DatabaseTarget:
 
 def ensure_dagster_schema(target: DatabaseTarget) -> None:
     """External mode keeps Dagster's tables out of the platform's public schema."""
-    if target.mode != "external" or os.environ.get("DAGSTER_PG_URL"):
+    if target.mode != "external" or settings.current().dagster_pg_url:
         return
     with psycopg.connect(target.admin_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA IF NOT EXISTS dagster")

@@ -28,6 +28,8 @@ from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.random_projection import SparseRandomProjection
 from sklearn.utils.extmath import safe_sparse_dot
 
+from clay_pipelines import settings
+
 
 class Embedder(Protocol):
     name: str
@@ -115,12 +117,12 @@ class OpenAIEmbedder:
     TRANSIENT = (429, 500, 502, 503, 504)
 
     def __init__(self) -> None:
-        self._key = os.environ.get("OPENAI_API_KEY")
+        self._key = settings.env("OPENAI_API_KEY")
         if not self._key:
             raise RuntimeError("the openai embedder needs OPENAI_API_KEY (and OPENAI_BASE_URL for another endpoint)")
-        self._base = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
+        self._base = (settings.env("OPENAI_BASE_URL") or "").rstrip("/")
         # The endpoint's model name; this embedder's tag stays openai@1 whichever it is.
-        self._remote_model = os.environ.get("CLAY_OPENAI_EMBEDDING_MODEL", "text-embedding-3-small")
+        self._remote_model = settings.env("CLAY_OPENAI_EMBEDDING_MODEL") or ""
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         rows: list[list[float]] = []

@@ -1,5 +1,6 @@
 """Dagster wiring for platform monitoring, and the external assets other programs write."""
 
+import sys
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
@@ -46,7 +47,6 @@ systems_registry = dg.AssetSpec(
     metadata={"table": "public.systems", "written_by": "skill deployments"},
 )
 
-EXTERNAL_ASSETS = [executions_table, mcp_telemetry_table, resources_table, systems_registry]
 
 HEALTH_WINDOW = timedelta(days=7)
 
@@ -223,4 +223,19 @@ def router_performance(context: dg.AssetExecutionContext, postgres: PostgresReso
     )
 
 
-MONITORING_ASSETS = [tool_health, budget_usage, router_performance]
+monitoring_job = dg.define_asset_job(
+    "platform_monitoring",
+    selection=dg.AssetSelection.groups("monitoring"),
+    description="Every monitoring asset (tool health, budgets, router performance, dream promotion rate), on demand.",
+)
+
+# The platform database is the platform's resource; every domain's assets ask for it by name.
+defs = dg.load_definitions_from_module(
+    sys.modules[__name__],
+    resources={
+        "postgres": PostgresResource(
+            app_dsn=dg.EnvVar("CLAY_APP_DATABASE_URL"),
+            maintenance_dsn=dg.EnvVar("CLAY_MAINTENANCE_DATABASE_URL"),
+        )
+    },
+)

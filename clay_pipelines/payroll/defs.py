@@ -4,7 +4,7 @@ Inbox layout: INBOX/<tenant name or domain>/<file>.pdf. A partition key is "<ten
 """
 
 import json
-import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,34 +56,32 @@ class PayrollSettings(dg.ConfigurableResource):
 
 
 class BambooHRSettings(dg.ConfigurableResource):
-    """BambooHR, read from the environment at run time; unset means deliveries wait in the outbox.
+    """BambooHR, read from the environment at run time (BAMBOOHR_COMPANY_DOMAIN, BAMBOOHR_API_KEY,
+    BAMBOOHR_TENANT, BAMBOOHR_BASE_URL: clay_pipelines/settings.py); unset means deliveries wait in
+    the outbox.
 
     A BambooHR company belongs to one tenant: only that tenant's entries are delivered to it, and
     only its directory is read from it.
     """
 
-    company_domain_env: str = "BAMBOOHR_COMPANY_DOMAIN"
-    api_key_env: str = "BAMBOOHR_API_KEY"
-    tenant_env: str = "BAMBOOHR_TENANT"  # the tenant (name, domain or id) whose BambooHR this is
-    base_url_env: str = "BAMBOOHR_BASE_URL"  # optional: another gateway (a proxy, a test server)
     table: str = "customPayroll"
 
     def configured(self) -> bool:
-        return all(os.environ.get(v) for v in (self.company_domain_env, self.api_key_env, self.tenant_env))
+        return all(settings.env(v) for v in ("BAMBOOHR_COMPANY_DOMAIN", "BAMBOOHR_API_KEY", "BAMBOOHR_TENANT"))
 
     def not_configured_reason(self) -> str:
-        return f"BambooHR is not configured (set {self.company_domain_env}, {self.api_key_env} and {self.tenant_env})"
+        return "BambooHR is not configured (set BAMBOOHR_COMPANY_DOMAIN, BAMBOOHR_API_KEY and BAMBOOHR_TENANT)"
 
     def tenant(self) -> str:
-        return os.environ[self.tenant_env]
+        return settings.env("BAMBOOHR_TENANT") or ""
 
     def client(self) -> BambooHRClient:
         return BambooHRClient(
             BambooHRConfig(
-                company_domain=os.environ[self.company_domain_env],
-                api_key=os.environ[self.api_key_env],
+                company_domain=settings.env("BAMBOOHR_COMPANY_DOMAIN") or "",
+                api_key=settings.env("BAMBOOHR_API_KEY") or "",
                 table=self.table,
-                base_url=os.environ.get(self.base_url_env, ""),
+                base_url=settings.env("BAMBOOHR_BASE_URL") or "",
             )
         )
 
@@ -501,5 +499,12 @@ def bamboohr_reconciliation(
     )
 
 
-PAYROLL_ASSETS = [employee_directory, payroll_entries, bamboohr_deliveries, bamboohr_reconciliation]
-PAYROLL_SENSORS = [payroll_inbox_sensor, payroll_delivery_sensor]
+payroll_job = dg.define_asset_job(
+    "payroll_files",
+    selection=dg.AssetSelection.assets(["payroll", "payroll_entries"]),
+    description="Extract, check and store one payroll file (one partition per file).",
+)
+
+defs = dg.load_definitions_from_module(
+    sys.modules[__name__], resources={"payroll": PayrollSettings(), "bamboohr": BambooHRSettings()}
+)

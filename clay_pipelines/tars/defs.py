@@ -1,16 +1,17 @@
 """Dagster wiring for constitutions: what every tenant's skills run under now, checked against the
 replay of their amendments."""
 
-import os
+import sys
 from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from clay_pipelines import settings
 from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.metadata import markdown_table
-from clay_pipelines.platform.assets import executions_table, systems_registry
+from clay_pipelines.platform.defs import executions_table, systems_registry
 from clay_pipelines.resources import PostgresResource
-from clay_pipelines.routing.assets import RULES, EmbedderResource
+from clay_pipelines.routing.defs import RULES, EmbedderResource
 from clay_pipelines.tars import amendments, cycle, reports, watch
 
 OWNERS = ["team:tars"]
@@ -96,9 +97,7 @@ def constitutions(context: dg.AssetExecutionContext, postgres: PostgresResource)
 
 # One partition per night (its cycle runs at 03:00 UTC). `clay run` dreams the latest night only
 # (the tag); a backfill over past nights writes evaluation records that never promote.
-dream_nights = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get("CLAY_HISTORY_START", "2024-01-01"), timezone="UTC", end_offset=1
-)
+dream_nights = dg.DailyPartitionsDefinition(start_date=settings.current().history_start, timezone="UTC", end_offset=1)
 DREAM_CYCLE = dg.AssetKey(["tars", "dream_cycle"])
 
 
@@ -304,4 +303,6 @@ def dream_promotion_rate(context: dg.AssetExecutionContext, postgres: PostgresRe
     )
 
 
-TARS_ASSETS = [constitutions, dream_cycle, promotions, amendment_watch, dream_promotion_rate]
+defs = dg.load_definitions_from_module(
+    sys.modules[__name__],
+)

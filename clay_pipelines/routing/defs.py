@@ -1,14 +1,15 @@
 """Dagster wiring for routing memory: request embeddings by day of started_at."""
 
 import json
-import os
+import sys
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import PrivateAttr
 
+from clay_pipelines import settings
 from clay_pipelines.metadata import markdown_table
-from clay_pipelines.platform.assets import executions_table, systems_registry
+from clay_pipelines.platform.defs import executions_table, systems_registry
 from clay_pipelines.resources import PostgresResource
 from clay_pipelines.routing import checks
 from clay_pipelines.routing.embed_store import days_to_embed, embed_executions, embed_shared_systems, embed_systems
@@ -25,9 +26,7 @@ from clay_pipelines.routing.rule_store import LearningReport, coverage, learn_ru
 OWNERS = ["team:routing"]
 # Days of executions.started_at. History before the start date is embedded by the first partition's
 # neighbours only if moved: set CLAY_HISTORY_START to cover older data.
-execution_days = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get("CLAY_HISTORY_START", "2024-01-01"), timezone="UTC", end_offset=1
-)
+execution_days = dg.DailyPartitionsDefinition(start_date=settings.current().history_start, timezone="UTC", end_offset=1)
 
 
 class EmbedderResource(dg.ConfigurableResource):
@@ -276,10 +275,7 @@ def new_executions_sensor(
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(waiting, sort_keys=True))
 
 
-ROUTING_SENSORS = [new_executions_sensor]
-
-# monitoring/router_performance lives with the monitoring assets (platform/assets.py).
-ROUTING_ASSETS = [request_embeddings, system_capability_embeddings, routing_rules, system_rollups]
+# monitoring/router_performance lives with the monitoring assets (platform/defs.py).
 
 routing_full_recluster_job = dg.define_asset_job(
     "routing_full_recluster",
@@ -299,5 +295,7 @@ routing_rules_schedule = dg.ScheduleDefinition(
     description="The incremental rule learner every night at 03:00 UTC, besides the eager runs that follow new "
     "request embeddings.",
 )
-ROUTING_JOBS = [routing_full_recluster_job, routing_rules_job]
-ROUTING_SCHEDULES = [routing_rules_schedule]
+
+defs = dg.load_definitions_from_module(
+    sys.modules[__name__], resources={"embedder": EmbedderResource(name=dg.EnvVar("CLAY_EMBEDDER"))}
+)
