@@ -605,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     routing.add_argument("--calibrate-oos", type=Path, default=None, help="CSV text: out-of-scope validation data")
     routing.add_argument("--json", action="store_true", help="one line of JSON, no progress")
     routing.set_defaults(handler=cmd_eval_routing)
+    cli_tars.register_eval(eval_commands)
 
     cli_tars.register(commands)
 

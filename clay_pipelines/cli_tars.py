@@ -263,6 +263,26 @@ def cmd_dreams_approve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_dreams(args: argparse.Namespace) -> int:
+    from clay_pipelines.evaluation.dreams import evaluate_dreams
+
+    if args.seeds < 1 or args.bootstrap < 2 or args.workers < 1:
+        raise CommandError("--seeds and --workers must be at least 1, --bootstrap at least 2", EXIT_BAD_INPUT)
+    figures = evaluate_dreams(seeds=args.seeds, bootstrap=args.bootstrap, workers=args.workers)
+    _cli()._say(json.dumps(figures, indent=None if args.json else 2, default=str))
+    return 0
+
+
+def register_eval(evaluations: argparse._SubParsersAction) -> None:
+    """`clay eval dreams`: the decision rule on in-memory worlds whose truth is known."""
+    dreams = evaluations.add_parser("dreams", help="false and planted promotions, estimate error, interval coverage")
+    dreams.add_argument("--seeds", type=int, default=200, help="A/A and planted worlds each (default 200)")
+    dreams.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates per estimate (default 200)")
+    dreams.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    dreams.add_argument("--json", action="store_true", help="one line of JSON")
+    dreams.set_defaults(handler=cmd_eval_dreams)
+
+
 def _tenant_options(parser: argparse.ArgumentParser, platform: bool = False) -> None:
     parser.add_argument("--tenant", default=None, help="tenant name, domain or id")
     if platform:

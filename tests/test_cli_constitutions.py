@@ -73,3 +73,26 @@ def test_amend_show_history_rollback_and_the_refusals(fresh_db) -> None:
     assert len(listed) == 2 and "rolled back" in listed[0]
     no_tenant = clay("amendments", "list", database=db)
     assert no_tenant.returncode == 2 and "name the tenant" in no_tenant.stderr
+
+
+def test_eval_dreams_prints_the_figures_as_json() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "clay_pipelines.cli", "eval", "dreams", "--seeds", "1", "--bootstrap", "10",
+         "--workers", "1", "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["seeds"] == 1
+    assert set(figures) >= {
+        "false_promotion_rate",
+        "false_promotion_upper",
+        "planted_promotion_rate",
+        "planted_promotion_lower",
+        "success_rate_mae",
+        "interval_coverage",
+    }
+    bad = subprocess.run(
+        [sys.executable, "-m", "clay_pipelines.cli", "eval", "dreams", "--seeds", "0"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("--bootstrap at least 2")
