@@ -325,3 +325,24 @@ def test_the_constitutions_asset_lists_every_tenant_and_checks_the_replay(world,
     _, check = materialize()
     assert not check.passed
     assert "| Alpha | router |" in check.metadata["mismatches"].value
+
+
+def test_a_capability_expansion_is_a_platform_amendment_that_refreshes_the_embedding(world, fresh_db) -> None:
+    db, alpha, _ = world
+    with fresh_db.admin() as conn:
+        conn.execute(
+            "UPDATE systems SET capabilities = ARRAY['routing'], capabilities_embedding = '[1,0]', "
+            "capabilities_embedding_model = 'test@1' WHERE id = %s",
+            (ROUTER,),
+        )
+    with pytest.raises(am.AmendmentError, match="platform-wide skill: its capabilities change by a platform amendment"):
+        _amend(db, alpha, {"capabilities": ["routing", "planning"]})
+    expansion = _platform(db, {"capabilities": ["routing", "planning"]})
+    assert expansion.amendment_type == "capability_expansion" and expansion.tenant_id is None
+    with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
+        row = conn.execute(
+            "SELECT capabilities, capabilities_embedding IS NULL, capabilities_embedding_model FROM systems WHERE id = %s",
+            (ROUTER,),
+        ).fetchone()
+    assert row == (["routing", "planning"], True, None)  # system_capability_embeddings embeds it again
+    assert _effective(db, alpha)["capabilities"] == ["routing", "planning"]
