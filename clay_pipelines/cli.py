@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clay_pipelines import cli_tars, settings
-from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError
+from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -669,6 +669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.current().debug:
             raise
         message = " ".join(str(error).split()) or type(error).__name__
+        if isinstance(error, user_errors()):
+            print(f"clay: error: {message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"clay: error: {type(error).__name__}: {message}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -23,7 +23,7 @@ from uuid import UUID
 
 import psycopg
 
-from clay_pipelines.db import MaintenanceJob, UnknownTenantError
+from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.errors import EXIT_BAD_INPUT, CommandError
 from clay_pipelines.tars import amendments as am
 from clay_pipelines.tars import constitution as c
@@ -37,21 +37,17 @@ def _cli():
 
 @contextmanager
 def _transaction(args: argparse.Namespace) -> Iterator[psycopg.Connection]:
-    """The tenant's transaction, or the maintenance role's for --platform; domain refusals become
-    one-line errors."""
-    cli = _cli()
-    with cli._database() as db:
-        try:
-            if getattr(args, "platform", False):
-                with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
-                    yield conn
-                return
-            if not args.tenant:
-                raise CommandError("name the tenant: --tenant NAME (or --platform for the base)", EXIT_BAD_INPUT)
-            with db.tenant_transaction(db.resolve_tenant(args.tenant)) as conn:
+    """The tenant's transaction, or the maintenance role's for --platform (domain refusals become
+    one-line errors in cli.main, with every other domain's)."""
+    with _cli()._database() as db:
+        if getattr(args, "platform", False):
+            with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
                 yield conn
-        except (am.AmendmentError, c.ConstitutionError, UnknownTenantError) as error:
-            raise CommandError(str(error), EXIT_BAD_INPUT) from error
+            return
+        if not args.tenant:
+            raise CommandError("name the tenant: --tenant NAME (or --platform for the base)", EXIT_BAD_INPUT)
+        with db.tenant_transaction(db.resolve_tenant(args.tenant)) as conn:
+            yield conn
 
 
 def _value(text: str) -> Any:

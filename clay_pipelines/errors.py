@@ -17,3 +17,25 @@ class CommandError(RuntimeError):
     def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The domains' errors that are the user's to act on (bad input, a refused change, an unknown
+    tenant): the command line prints each as one line and exits with EXIT_BAD_INPUT. One list, in
+    one place; imported late so that `clay --help` stays quick."""
+    from clay_pipelines.db import TenantRequiredError, UnknownTenantError
+    from clay_pipelines.payroll.approval import ApprovalError
+    from clay_pipelines.routing.evaluation import EvaluationInputError
+    from clay_pipelines.tars.amendments import AmendmentError
+    from clay_pipelines.tars.constitution import ConstitutionError
+    from clay_pipelines.tars.decision import DecisionRuleError
+
+    return (
+        UnknownTenantError,
+        TenantRequiredError,
+        ApprovalError,
+        AmendmentError,
+        ConstitutionError,
+        DecisionRuleError,
+        EvaluationInputError,
+    )

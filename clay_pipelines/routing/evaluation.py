@@ -269,7 +269,7 @@ def evaluate_routing(
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     if not 0 <= noise < 1:
-        raise EvaluationInputError(f"--noise must be in [0, 1), got {noise}")
+        raise EvaluationInputError(f"the share of noise must be in [0, 1), got {noise}")
     inputs = _read_inputs(train_path, test_path, oos_path, calibrate_path, calibrate_oos_path)
     with tempfile.TemporaryDirectory(prefix="clay-eval-") as folder:
         pgdata = Path(folder) / "pgdata"

@@ -357,7 +357,7 @@ def amend(conn: psycopg.Connection, change: Change) -> Amendment:
     """A person's amendment: of the tenant's effective constitution in a tenant transaction, of the
     base in a maintenance transaction (a platform amendment)."""
     if "@" not in change.by:
-        raise AmendmentError(f"--by must be a person's email, got {change.by!r}")
+        raise AmendmentError(f"an amendment is made by a person, named by an email address, got {change.by!r}")
     if not change.reason.strip():
         raise AmendmentError("say why: a reason is required")
     current = _current_for_change(conn, change.system, change.expected_hash)
@@ -501,7 +501,7 @@ def decide_pending(
     if status != "pending":
         raise AmendmentError(f"pending amendment {pending_id} was already decided: {status}")
     if "@" not in by:
-        raise AmendmentError(f"--by must be a person's email, got {by!r}")
+        raise AmendmentError(f"an approval is a person's, named by an email address, got {by!r}")
     decision = {"decided_by": by, "reason": reason}
     if not approve:
         _close_pending(conn, pending_id, "rejected", by, reason, None)
