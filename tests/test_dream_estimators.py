@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
@@ -208,3 +210,22 @@ def test_invalid_outcomes_are_refused_naming_the_row() -> None:
         _outcomes([0], [A], [1], blocked=[True])
     with pytest.raises(EstimationError, match="arm mutated: 3 choices for 4 window requests"):
         _estimate(arms=(CURRENT, Arm(name="mutated", system=np.array([A, A, A]), fallback=np.zeros(3, bool))))
+
+
+def test_intervals_cover_both_ends_where_choices_are_unsupported() -> None:
+    nothing = Arm(name="none", system=np.array([-1, A, B, B]), fallback=np.array([True, False, False, True]))
+    est = _estimate(arms=(CURRENT, nothing), bootstrap=200)
+    lower, upper = est.interval(0.9)
+    se = est.se()
+    # Supported in the data: no gap, the two-sided normal value at both ends (each end with its own
+    # bootstrap error: a resampled history can lose a cell's support).
+    z = NormalDist().inv_cdf(0.95)
+    assert est.optimistic_point[0, SUCCESS] == est.point[0, SUCCESS]
+    assert lower[0, SUCCESS] == pytest.approx(est.point[0, SUCCESS] - z * se[0, SUCCESS])
+    assert upper[0, SUCCESS] == pytest.approx(est.point[0, SUCCESS] + z * est.se(optimistic=True)[0, SUCCESS])
+    # A request of no system: its success lies anywhere from 0 to 1, and so does a quarter of the mean.
+    assert est.optimistic_point[1, SUCCESS] - est.point[1, SUCCESS] == pytest.approx(0.25)
+    assert lower[1, SUCCESS] < est.point[1, SUCCESS] < est.optimistic_point[1, SUCCESS] < upper[1, SUCCESS]
+    # The widening at each end is less than the two-sided value: the gap is an interval, not noise.
+    se_optimistic = est.se(optimistic=True)[1, SUCCESS]
+    assert upper[1, SUCCESS] - est.optimistic_point[1, SUCCESS] < z * se_optimistic

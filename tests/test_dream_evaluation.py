@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from clay_pipelines.evaluation import dreams
-from clay_pipelines.tars.decision import replay_arms
+from clay_pipelines.tars.decision import DEFAULT_RULE, dream_cycle, half_a, replay_arms, satisfies
 from clay_pipelines.tars.proposals import propose
 
 
@@ -66,3 +68,32 @@ def test_a_small_evaluation_run_reports_every_figure() -> None:
     assert details["window_requests_mean"] >= 28 * dreams.MIN_PER_DAY
     assert sum(details["planted_first_proposal_fate"].values()) == 4
     assert len(figures["targets"]) == 6
+
+
+def test_a_whole_cycle_proposes_replays_and_decides_in_one_call() -> None:
+    world = dreams.build_world(2, planted=True)
+    rng = np.random.default_rng(2)
+    history = dreams.generate(world, rng, 7, "history")
+    window = dreams.generate(world, rng, 7, "window")
+    record = dream_cycle(
+        constitution=dreams.ROUTER,
+        cycle_id="2026-11-30",
+        limit=6,
+        requests=window.requests,
+        base=dreams.base_context(),
+        systems=dreams.SYSTEMS,
+        window=window.outcomes,
+        history=history.outcomes,
+        request_ids=window.ids,
+        clusters=len(world.micro_weight),
+        rule={**DEFAULT_RULE, "bootstrap": 20},
+    )
+    assert [p["mutation"] for p in record["proposals"]] == propose(dreams.ROUTER, "2026-11-30", 6)
+    assert record["current_settings"] == {"routing_confidence_threshold": 0.7, "capability_match_threshold": 0.35}
+    assert [s["mutation"] for s in record["skipped"]] == [
+        {"parameters.min_rule_executions": 40},
+        {"parameters.min_rule_executions": 60},
+    ]
+    assert record["window"]["half_a"] == int(half_a(window.ids, "2026-11-30").sum())
+    assert json.loads(json.dumps(record)) == record
+    assert satisfies(record)

@@ -15,14 +15,16 @@ that cell's window rows that record it: missing at random within a cell). What i
     only through its micro-cluster: the model's cell value is the estimate.
 Support is counted as the learner counts evidence (routing/evidence.py): completed executions that
 governance did not block. Where the arm's choice has no support in the history (a system never
-logged for that micro-cluster, no system at all), the request is valued at the metric's pessimistic
-bound (success 0, governance-blocked 1, satisfaction the worst rating observed, cost and duration the
-worst observed) and the share of such requests is reported: nothing is imputed silently. In a
-paired difference the baseline's unsupported choices take the other bound (pessimistic for the
-difference), and requests where both arms choose the same system differ by exactly zero.
+logged for that micro-cluster, no system at all), the data say nothing about the request, so it is
+valued at a bound, never imputed: the estimate takes the metric's pessimistic bound (success 0,
+governance-blocked 1, satisfaction the worst rating observed, cost and duration the worst observed),
+the optimistic estimate the other one, and the share of such requests is reported. In a paired
+difference the estimate is the worst case for the arm (its unsupported choices pessimistic, the
+baseline's optimistic), and requests where both arms choose the same system differ by exactly zero.
 
 Intervals: a bootstrap that resamples the window's requests and the history rows together, refitting
-the model each time; paired differences are computed on the same resampled requests.
+the model each time; paired differences are computed on the same resampled requests. An interval
+covers the true value wherever it lies between the pessimistic and the optimistic estimate.
 """
 
 from __future__ import annotations
@@ -278,7 +280,6 @@ def _num(value: float) -> float | None:
 class _Model:
     mean: np.ndarray  # (outcome metrics, C, S + 1); the last column is "no system": never supported
     supported: np.ndarray  # (outcome metrics, C, S + 1) bool
-    evidence_supported: np.ndarray  # (C, S + 1) bool
     pessimistic: np.ndarray  # (outcome metrics,)
     optimistic: np.ndarray
 
@@ -302,14 +303,12 @@ def _fit(
     )
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / counts
-    evidence_supported = support >= min_support
-    supported = evidence_supported[None, :] & (counts > 0)
+    supported = (support >= min_support)[None, :] & (counts > 0)
     pessimistic, optimistic = _bounds(values, weights)
     reshape = (values.shape[1], clusters, systems + 1)
     return _Model(
         mean=mean.reshape(reshape),
         supported=supported.reshape(reshape),
-        evidence_supported=evidence_supported.reshape(clusters, systems + 1),
         pessimistic=pessimistic,
         optimistic=optimistic,
     )
