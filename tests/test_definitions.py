@@ -198,3 +198,20 @@ def test_no_module_reads_the_environment_but_settings() -> None:
         if re.search(r"os\.environ\.get|os\.getenv|os\.environ\[\"[A-Z_]+\"\](?!\s*=)", path.read_text())
     }
     assert readers <= {"clay_pipelines/settings.py", "clay_pipelines/cli.py"}, readers
+
+
+def test_plain_dagster_in_the_project_folder_says_what_to_run_when_unconfigured(tmp_path) -> None:
+    from clay_pipelines.dagster_storage import NOT_CONFIGURED
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "DAGSTER_PG_URL")}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+        cwd=settings.PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert NOT_CONFIGURED in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr

@@ -128,7 +128,7 @@ def dream_cycle(
     nights = [date.fromordinal(d) for d in range(window.start.date().toordinal(), window.end.date().toordinal())]
     names = postgres.tenant_names()
     table: list[list[object]] = []
-    promoted = pending = 0
+    promoted = pending = written = 0
     for night in nights:
         latest = night == _latest_night()
         for tenant_id in postgres.tenant_ids():
@@ -138,11 +138,13 @@ def dream_cycle(
             for skill in report.skills:
                 promoted += skill.promotion_status == "applied"
                 pending += skill.promotion_status == "pending"
+                written += skill.dreams_written
                 table.append(_night_row(names[tenant_id], night, skill))
     context.log.info(f"{len(nights)} night(s): {promoted} promoted, {pending} waiting for approval")
     return dg.MaterializeResult(
         metadata={
             "nights": len(nights),
+            "rows_written": written,
             "promoted": promoted,
             "pending_approval": pending,
             "dreams": dg.MetadataValue.md(
