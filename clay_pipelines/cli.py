@@ -503,12 +503,8 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_database_commands(commands: argparse._SubParsersAction) -> None:
+    """clay db start|stop|status|url|migrate"""
     db = commands.add_parser("db", help="the database: start, stop, status, url, migrate")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("start", help="start the embedded PostgreSQL (no-op with DATABASE_URL)").set_defaults(
@@ -528,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     url.set_defaults(handler=cmd_db_url)
     db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(handler=cmd_db_migrate)
 
+
+def _add_world_commands(commands: argparse._SubParsersAction) -> None:
+    """clay seed, run, env, dev: the sample world and Dagster"""
     seed = commands.add_parser("seed", help="load the sample world (idempotent)")
     seed.add_argument("--scale", type=int, default=1, help="size multiplier: 10 gives 200,000 executions (default 1)")
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
@@ -538,6 +537,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
     run.set_defaults(handler=cmd_run)
 
+    commands.add_parser(
+        "env", help='print shell exports for plain `dagster` commands: eval "$(clay env)"'
+    ).set_defaults(handler=cmd_env)
+
+    dev = commands.add_parser("dev", help="open the Dagster UI on the same database and instance")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--host", default=None)
+    dev.set_defaults(handler=cmd_dev)
+
+
+def _add_payroll_commands(commands: argparse._SubParsersAction) -> None:
+    """clay payroll extract|resolve|pending, clay approve payroll"""
     payroll = commands.add_parser("payroll", help="payroll PDFs: extract, resolve, pending")
     payroll_commands = payroll.add_subparsers(dest="payroll_command", required=True, metavar="ACTION")
     extract = payroll_commands.add_parser("extract", help="extract a payroll PDF's entries (no database)")
@@ -570,10 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     approve_payroll.add_argument("--tenant", default=None, help="tenant name, domain or id")
     approve_payroll.set_defaults(handler=cmd_approve_payroll)
 
-    commands.add_parser(
-        "env", help='print shell exports for plain `dagster` commands: eval "$(clay env)"'
-    ).set_defaults(handler=cmd_env)
 
+def _add_routing_commands(commands: argparse._SubParsersAction) -> None:
+    """clay route, clay learn rules, clay eval routing|dreams"""
     route_parser = commands.add_parser("route", help="route a request with the learned rules")
     route_parser.add_argument("request", help="the user's request, quoted")
     route_parser.add_argument("--tenant", required=True, help="tenant name, domain or id")
@@ -607,12 +617,17 @@ def build_parser() -> argparse.ArgumentParser:
     routing.set_defaults(handler=cmd_eval_routing)
     cli_tars.register_eval(eval_commands)
 
-    cli_tars.register(commands)
 
-    dev = commands.add_parser("dev", help="open the Dagster UI on the same database and instance")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--host", default=None)
-    dev.set_defaults(handler=cmd_dev)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_database_commands(commands)
+    _add_world_commands(commands)
+    _add_payroll_commands(commands)
+    _add_routing_commands(commands)
+    cli_tars.register(commands)
     return parser
 
 
