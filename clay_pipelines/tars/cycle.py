@@ -492,12 +492,7 @@ def promote(conn: psycopg.Connection, skill: am.Skill, cycle_id: str, watch_days
         return "stale", mutations["mutation"]
     if proposal.status == "applied":
         assert proposal.amendment is not None
-        conn.execute(
-            "UPDATE dreams SET status = 'promoted', promoted_to_production = true, promoted_at = now(), "
-            "approved_by = %s, approved_at = now(), amendment_id = %s WHERE id = %s",
-            (ACTOR, proposal.amendment.id, dream_id),
-        )
-        open_watch(conn, proposal.amendment, dream_id, watch_days)
+        _mark_promoted(conn, dream_id, ACTOR, proposal.amendment, watch_days)
     elif proposal.status == "pending":
         conn.execute(
             "UPDATE dreams SET status = 'pending_approval', pending_amendment_id = %s WHERE id = %s",
@@ -509,6 +504,16 @@ def promote(conn: psycopg.Connection, skill: am.Skill, cycle_id: str, watch_days
             (Jsonb({"promotion": "automated changes are frozen for this tenant: nothing applied"}), dream_id),
         )
     return proposal.status, mutations["mutation"]
+
+
+def _mark_promoted(conn: psycopg.Connection, dream_id: UUID, by: str, amendment: am.Amendment, watch_days: int) -> None:
+    """The dream is in production through `amendment`, approved by `by`, and its keys are watched."""
+    conn.execute(
+        "UPDATE dreams SET status = 'promoted', promoted_to_production = true, promoted_at = now(), "
+        "approved_by = %s, approved_at = now(), amendment_id = %s WHERE id = %s",
+        (by, amendment.id, dream_id),
+    )
+    open_watch(conn, amendment, dream_id, watch_days)
 
 
 def open_watch(conn: psycopg.Connection, amendment: am.Amendment, dream_id: UUID | None, watch_days: int) -> None:
@@ -635,12 +640,7 @@ def approve_dream(
     outcome = am.decide_pending(conn, pending_id, by, approve=approve, reason=reason)
     if outcome.status == "applied":
         assert outcome.amendment is not None
-        conn.execute(
-            "UPDATE dreams SET status = 'promoted', promoted_to_production = true, promoted_at = now(), "
-            "approved_by = %s, approved_at = now(), amendment_id = %s WHERE id = %s",
-            (by, outcome.amendment.id, dream_id),
-        )
-        open_watch(conn, outcome.amendment, dream_id, watch_days)
+        _mark_promoted(conn, dream_id, by, outcome.amendment, watch_days)
         return "promoted"
     new_status = "declined" if outcome.status == "rejected" else "stale"
     conn.execute(
