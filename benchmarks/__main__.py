@@ -18,6 +18,7 @@ BENCHMARKS = (
     "payroll_files",
     "routing_embeddings",
     "routing_scale",
+    "dream_replay",
 )
 
 
