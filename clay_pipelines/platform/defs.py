@@ -13,38 +13,36 @@ from clay_pipelines.resources import PostgresResource
 
 OWNERS = ["team:platform"]
 
-# Written by other programs: lineage starts where the data really starts.
-executions_table = dg.AssetSpec(
-    key=["platform", "executions"],
-    description="Every Clay routing decision and its outcome, written by the router (skills/clay-consigliere).",
-    group_name="platform",
-    kinds={"postgres"},
-    owners=OWNERS,
-    metadata={"table": "public.executions", "written_by": "clay-consigliere router"},
+
+def _written_elsewhere(table: str, description: str, written_by: str) -> dg.AssetSpec:
+    """A platform table other programs write: lineage starts where the data really starts."""
+    return dg.AssetSpec(
+        key=["platform", table],
+        description=description,
+        group_name="platform",
+        kinds={"postgres"},
+        owners=OWNERS,
+        metadata={"table": f"public.{table}", "written_by": written_by},
+    )
+
+
+executions_table = _written_elsewhere(
+    "executions",
+    "Every Clay routing decision and its outcome, written by the router (skills/clay-consigliere).",
+    "clay-consigliere router",
 )
-mcp_telemetry_table = dg.AssetSpec(
-    key=["platform", "mcp_telemetry_log"],
-    description="Every MCP tool call (BambooHR, Notion, memvid, ...), written by the MCP servers.",
-    group_name="platform",
-    kinds={"postgres"},
-    owners=OWNERS,
-    metadata={"table": "public.mcp_telemetry_log", "written_by": "MCP servers"},
+mcp_telemetry_table = _written_elsewhere(
+    "mcp_telemetry_log",
+    "Every MCP tool call (BambooHR, Notion, memvid, ...), written by the MCP servers.",
+    "MCP servers",
 )
-resources_table = dg.AssetSpec(
-    key=["platform", "resources"],
-    description="Budget windows per tenant (hourly to monthly), reserved and used by the platform's billing.",
-    group_name="platform",
-    kinds={"postgres"},
-    owners=OWNERS,
-    metadata={"table": "public.resources", "written_by": "platform billing"},
+resources_table = _written_elsewhere(
+    "resources",
+    "Budget windows per tenant (hourly to monthly), reserved and used by the platform's billing.",
+    "platform billing",
 )
-systems_registry = dg.AssetSpec(
-    key=["platform", "systems"],
-    description="The skills registry: one row per skill with its constitution (MANIFEST.json).",
-    group_name="platform",
-    kinds={"postgres"},
-    owners=OWNERS,
-    metadata={"table": "public.systems", "written_by": "skill deployments"},
+systems_registry = _written_elsewhere(
+    "systems", "The skills registry: one row per skill with its constitution (MANIFEST.json).", "skill deployments"
 )
 
 
