@@ -19,6 +19,7 @@ BENCHMARKS = (
     "routing_embeddings",
     "routing_scale",
     "dream_replay",
+    "dream_cycle",
 )
 
 
