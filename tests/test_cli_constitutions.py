@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from psycopg.types.json import Jsonb
 
@@ -96,3 +97,24 @@ def test_eval_dreams_prints_the_figures_as_json() -> None:
         [sys.executable, "-m", "clay_pipelines.cli", "eval", "dreams", "--seeds", "0"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and bad.stderr.strip().endswith("--bootstrap at least 2")
+
+
+def test_eval_routing_dreams_nights_over_spread_history(tmp_path) -> None:
+    """--dream-nights: the history spread over 28 days, each night dreamed as the latest (its
+    promotion applies before the next), the dreamed threshold reported beside the accuracy."""
+    from clay_pipelines.routing.embeddings import HashingEmbedder
+    from clay_pipelines.routing.evaluation import evaluate_routing
+    from tests import routing_world as world
+
+    def write(name: str, rows: list[tuple[str, str]]) -> Path:
+        path = tmp_path / name
+        path.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+        return path
+
+    payroll, email = world.payroll_texts(300), world.email_texts(300)
+    train = write("train.csv", [(t, "payroll") for t in payroll[:260]] + [(t, "email") for t in email[:260]])
+    test = write("test.csv", [(t, "payroll") for t in payroll[260:]] + [(t, "email") for t in email[260:]])
+    result = evaluate_routing(train, test, HashingEmbedder(), noise=0.15, seed=0, dream_nights=2)
+    assert [night["night"] for night in result["dream_nights"]] == sorted(n["night"] for n in result["dream_nights"])
+    assert len(result["dream_nights"]) == 2
+    assert 0.05 <= result["dreamed_threshold"] <= 0.95 and 0 <= result["accuracy"] <= 1

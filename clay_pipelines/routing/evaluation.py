@@ -99,12 +99,34 @@ _TENANT_ID = uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/tenant")
 _CATCH_ALL_CONSTITUTION = {
     "skill": CATCH_ALL,
     "requires_approval": [],
-    "parameters": {"routing_confidence_threshold": 0.7, "min_rule_executions": 50, "catch_all": True},
+    "parameters": {
+        "routing_confidence_threshold": 0.7,
+        "capability_match_threshold": 0.35,
+        "min_rule_executions": 50,
+        "catch_all": True,
+    },
+    # What dreams may tune in the evaluation world (--dream-nights).
+    "tunables": {
+        "routing_confidence_threshold": {"type": "number", "min": 0.05, "max": 0.95, "step": 0.05},
+        "capability_match_threshold": {"type": "number", "min": 0.1, "max": 0.8, "step": 0.05},
+    },
 }
+# TARS in the evaluation world: each night replays one day. Archived, so the router never picks it.
+_TARS_CONSTITUTION = {
+    "skill": "tars",
+    "requires_approval": [],
+    "parameters": {"mutations_per_system": 10, "replay_window_days": 1, "watch_days": 1},
+}
+HISTORY_DAYS = 28
 
 
 def _build_world(
-    db: Database, train: list[tuple[str, str]], embedder: Embedder, noise: float, seed: int
+    db: Database,
+    train: list[tuple[str, str]],
+    embedder: Embedder,
+    noise: float,
+    seed: int,
+    spread_from: datetime | None = None,
 ) -> tuple[uuid.UUID, float]:
     """The evaluation's tenant, its systems and its executions with their vectors; returns the
     tenant and the embedder's throughput (texts per second)."""
@@ -114,7 +136,7 @@ def _build_world(
     started = time.perf_counter()
     vectors = embedder.encode([text for text, _, _ in executions])
     embed_seconds = time.perf_counter() - started
-    _load_executions(db, executions, vectors, tag(embedder))
+    _load_executions(db, executions, vectors, tag(embedder), spread_from, np.random.default_rng(seed + 1))
     return _TENANT_ID, len(executions) / embed_seconds
 
 
@@ -141,6 +163,7 @@ def _create_tenant(db: Database, labels: list[str]) -> None:
         )
         for label in labels
     ]
+    systems.append((uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/tars"), "tars", "agent", "", [], _TARS_CONSTITUTION))
     with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
         conn.execute(
             "INSERT INTO tenants (id, name, domain, subscription_tier) VALUES (%s, 'Evaluation', 'eval.example', 'enterprise')",
@@ -152,6 +175,7 @@ def _create_tenant(db: Database, labels: list[str]) -> None:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 [(i, _TENANT_ID, n, t, d, c, Jsonb(k)) for i, n, t, d, c, k in systems],
             )
+        conn.execute("UPDATE systems SET status = 'archived' WHERE name = 'tars' AND tenant_id = %s", (_TENANT_ID,))
 
 
 def _training_executions(
@@ -169,10 +193,20 @@ def _training_executions(
 
 
 def _load_executions(
-    db: Database, executions: list[tuple[str, str, str]], vectors: np.ndarray, embedding_model: str
+    db: Database,
+    executions: list[tuple[str, str, str]],
+    vectors: np.ndarray,
+    embedding_model: str,
+    spread_from: datetime | None = None,
+    rng: np.random.Generator | None = None,
 ) -> None:
-    """The executions, completed a second apart over a day 30 days ago, written by binary COPY."""
-    base = datetime.now(UTC) - timedelta(days=30)
+    """The executions, written by binary COPY: a second apart over a day 30 days ago, or (for dream
+    nights) at seeded random times over HISTORY_DAYS days from `spread_from`."""
+    if spread_from is None or rng is None:
+        starts = [datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=i) for i in range(len(executions))]
+    else:
+        offsets = rng.uniform(0, HISTORY_DAYS * 86400, size=len(executions))
+        starts = [spread_from + timedelta(seconds=float(o)) for o in offsets]
     rows = (
         (
             _TENANT_ID,
@@ -183,11 +217,11 @@ def _load_executions(
             embedding_model,
             Jsonb({"requires_approval": False}),
             status,
-            base + timedelta(seconds=i),
-            base + timedelta(seconds=i, milliseconds=800),
+            started,
+            started + timedelta(milliseconds=800),
             Decimal("0.01"),
         )
-        for i, ((text, label, status), vector) in enumerate(zip(executions, vectors, strict=True))
+        for (text, label, status), vector, started in zip(executions, vectors, starts, strict=True)
     )
     with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
         copy_embedded_executions(conn, rows)
@@ -266,8 +300,11 @@ def evaluate_routing(
     calibrate_path: Path | None = None,
     calibrate_oos_path: Path | None = None,
     oos_recall_target: float = 0.80,
+    dream_nights: int = 0,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
+    if dream_nights < 0 or dream_nights > HISTORY_DAYS - 21:
+        raise EvaluationInputError(f"the number of dream nights must be 0 to {HISTORY_DAYS - 21}, got {dream_nights}")
     if not 0 <= noise < 1:
         raise EvaluationInputError(f"the share of noise must be in [0, 1), got {noise}")
     inputs = _read_inputs(train_path, test_path, oos_path, calibrate_path, calibrate_oos_path)
@@ -285,7 +322,7 @@ def evaluate_routing(
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f"DROP INDEX IF EXISTS executions_embedding_{embedder.name}{embedder.version}_hnsw")
             with Database(server.url("clay_eval", "clay_app"), server.url("clay_eval", "clay_maintenance")) as db:
-                result = _evaluate(db, inputs, embedder, noise, seed, oos_recall_target, progress)
+                result = _evaluate(db, inputs, embedder, noise, seed, oos_recall_target, progress, dream_nights)
         finally:
             with deferred_signals():
                 embedded_server.stop(pgdata)
@@ -334,11 +371,16 @@ def _evaluate(
     seed: int,
     oos_recall_target: float,
     progress: Callable[[str], None],
+    dream_nights: int = 0,
 ) -> dict[str, Any]:
-    """Build the world, learn, optionally calibrate, route the test texts; the figures."""
+    """Build the world, learn, optionally calibrate or dream, route the test texts; the figures."""
     progress(f"{len(inputs.train):,} training texts, {len({label for _, label in inputs.train})} labels")
-    tenant_id, embed_per_s = _build_world(db, inputs.train, embedder, noise, seed)
+    # Dream nights need history spread over days, and nights after the moment their promotions are
+    # made: the world's days lie ahead of the wall clock, starting tomorrow at the cycle's hour.
+    spread_from = _first_day() if dream_nights else None
+    tenant_id, embed_per_s = _build_world(db, inputs.train, embedder, noise, seed, spread_from)
     embed_systems(db, tenant_id, embedder)
+    nights = _dream(db, tenant_id, embedder, spread_from, dream_nights, progress) if spread_from else None
     started = time.perf_counter()
     report = learn_rules_full(db, tenant_id, tag(embedder), embedder.name, progress=progress)
     learn_s = time.perf_counter() - started
@@ -355,11 +397,43 @@ def _evaluate(
             "route_p99_ms": round(float(np.percentile(latencies, 99)), 2),
         }
     )
+    if nights is not None:
+        result["dream_nights"] = nights
+        with db.tenant_transaction(tenant_id) as conn:
+            parameters = amendments.effective(conn, CATCH_ALL).constitution["parameters"]
+        result["dreamed_threshold"] = parameters["routing_confidence_threshold"]
     if inputs.oos is not None:
         routed_oos, _ = _route_all(db, tenant_id, inputs.oos, embedder)
         result["in_scope_accuracy"] = result["accuracy"]
         result["oos_recall"] = round(float(np.mean([d.path != "rule" for d in routed_oos.decisions])), 4)
     return result
+
+
+def _first_day() -> datetime:
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    return datetime(tomorrow.year, tomorrow.month, tomorrow.day, 3, 0, tzinfo=UTC)
+
+
+def _dream(
+    db: Database,
+    tenant_id: uuid.UUID,
+    embedder: Embedder,
+    spread_from: datetime,
+    nights: int,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Night k replays day 21 + k with rules and outcomes of the days before it, as the latest night:
+    its promotion applies before the next night. No labels: only logged outcomes."""
+    from clay_pipelines.tars.cycle import dream_night
+
+    out = []
+    for k in range(nights):
+        night = (spread_from + timedelta(days=22 + k)).date()
+        report = dream_night(db, tenant_id, night, embedder, latest=True)
+        (skill,) = [s for s in report.skills if s.system_name == CATCH_ALL]
+        out.append({"night": night.isoformat(), "outcomes": skill.outcomes, "promoted": skill.promoted})
+        progress(f"dream night {k + 1}/{nights}: {skill.outcomes}; promoted {skill.promoted}")
+    return out
 
 
 def _calibrate(
