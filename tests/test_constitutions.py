@@ -346,3 +346,11 @@ def test_a_capability_expansion_is_a_platform_amendment_that_refreshes_the_embed
         ).fetchone()
     assert row == (["routing", "planning"], True, None)  # system_capability_embeddings embeds it again
     assert _effective(db, alpha)["capabilities"] == ["routing", "planning"]
+
+
+def test_a_person_may_set_a_value_between_grid_points_within_the_bounds(world) -> None:
+    db, alpha, _ = world
+    _amend(db, alpha, {THRESHOLD: 0.1009})  # a calibrated value
+    assert _parameter(db, alpha, "routing_confidence_threshold") == 0.1009
+    with pytest.raises(c.ConstitutionError, match="below its minimum"):
+        _amend(db, alpha, {THRESHOLD: 0.01})

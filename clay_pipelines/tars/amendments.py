@@ -214,9 +214,10 @@ def _infer_type(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 
 def _validate(new: dict[str, Any]) -> None:
-    """A constitution stays consistent: its tunables parse and today's values are within bounds."""
+    """A constitution stays consistent: its tunables parse and today's values are within bounds (a
+    person may set a value between grid points; automated changes stay on the grid)."""
     for name, tunable in c.tunables(new).items():
-        tunable.check(new["parameters"][name])
+        tunable.check(new["parameters"][name], on_grid=False)
 
 
 def _record(

@@ -70,8 +70,9 @@ class Tunable:
     step: float | None = None
     values: tuple[Any, ...] = ()
 
-    def check(self, value: Any) -> Any:
-        """The value if it is allowed, else ConstitutionError naming the bound it breaks."""
+    def check(self, value: Any, on_grid: bool = True) -> Any:
+        """The value if it is allowed, else ConstitutionError naming the bound it breaks. The grid
+        (min + k x step) binds automated changes; a person's value need only lie within the bounds."""
         if self.type == "choice":
             if value not in self.values:
                 raise ConstitutionError(f"{self.name}={value!r} is not one of {list(self.values)}")
@@ -84,7 +85,7 @@ class Tunable:
             raise ConstitutionError(f"{self.name}={value} is below its minimum {self.minimum}")
         if self.maximum is not None and value > self.maximum + 1e-9:
             raise ConstitutionError(f"{self.name}={value} is above its maximum {self.maximum}")
-        if self.step and self.minimum is not None:
+        if on_grid and self.step and self.minimum is not None:
             steps = (value - self.minimum) / self.step
             if abs(steps - round(steps)) > 1e-6:
                 raise ConstitutionError(f"{self.name}={value} is not on its grid ({self.minimum} + k x {self.step})")
