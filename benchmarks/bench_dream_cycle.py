@@ -24,6 +24,7 @@ from psycopg.types.json import Jsonb
 
 from benchmarks.bench_dream_replay import DIM, MODEL, SPREAD, SYSTEMS, TENANT, _create_world, _kinds, _system_id
 from benchmarks.bench_routing_scale import PeakMemory, PrecomputedVectors
+from benchmarks.own_database import run_in_own_database
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import resolve_target
@@ -40,15 +41,7 @@ TUNABLES = {
 
 
 def run() -> None:
-    previous = os.environ.get("CLAY_DATABASE_NAME")
-    os.environ["CLAY_DATABASE_NAME"] = "clay_bench_dream_cycle"
-    try:
-        _run()
-    finally:
-        if previous is None:
-            os.environ.pop("CLAY_DATABASE_NAME", None)
-        else:
-            os.environ["CLAY_DATABASE_NAME"] = previous
+    run_in_own_database("clay_bench_dream_cycle", _run)
 
 
 def _run() -> None:

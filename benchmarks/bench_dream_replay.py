@@ -27,6 +27,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from benchmarks.bench_routing_scale import PrecomputedVectors
+from benchmarks.own_database import run_in_own_database
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import resolve_target
@@ -59,15 +60,7 @@ def _system_id(index: int) -> uuid.UUID:
 
 
 def run() -> None:
-    previous = os.environ.get("CLAY_DATABASE_NAME")
-    os.environ["CLAY_DATABASE_NAME"] = "clay_bench_dream_replay"
-    try:
-        _run()
-    finally:
-        if previous is None:
-            os.environ.pop("CLAY_DATABASE_NAME", None)
-        else:
-            os.environ["CLAY_DATABASE_NAME"] = previous
+    run_in_own_database("clay_bench_dream_replay", _run)
 
 
 def _run() -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from benchmarks.own_database import run_in_own_database
 from clay_pipelines.db import Database, MaintenanceJob
 from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.db.targets import resolve_target
@@ -168,16 +169,7 @@ def _percentiles(latencies: list[float]) -> tuple[float, float]:
 
 
 def run() -> None:
-    # A database of its own on the benchmark server: the other benchmarks' worlds share system names.
-    previous = os.environ.get("CLAY_DATABASE_NAME")
-    os.environ["CLAY_DATABASE_NAME"] = "clay_bench_routing_scale"
-    try:
-        _run()
-    finally:
-        if previous is None:
-            os.environ.pop("CLAY_DATABASE_NAME", None)
-        else:
-            os.environ["CLAY_DATABASE_NAME"] = previous
+    run_in_own_database("clay_bench_routing_scale", _run)
 
 
 def _run() -> None:

@@ -120,6 +120,9 @@ def variables() -> tuple[Variable, ...]:
         Variable(name="CLAY_DEBUG", default=None, meaning="1: tracebacks instead of one-line errors"),
         Variable(name="CLAY_BENCH_EXECUTIONS", default="1000000", meaning="executions in the routing scale benchmark"),
         Variable(name="CLAY_BENCH_REPLAY_REQUESTS", default="100000", meaning="requests in the dream replay benchmark"),
+        Variable(
+            name="CLAY_BENCH_DREAM_WINDOW", default="100000", meaning="window requests in the dream cycle benchmark"
+        ),
     )
 
 
