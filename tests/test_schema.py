@@ -87,6 +87,9 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("last_accessed_at", "timestamp with time zone", False, NOW, None),
         ("access_count", "integer", False, "0", None),
         ("routing_propensity", "numeric", False, None, None),  # addition: the logging policy's probability
+        ("request_embedding_compact", "halfvec", False, None, None),  # addition: lifecycle (WARM, COLD)
+        ("archive_id", "uuid", False, None, None),  # addition: lifecycle (ARCHIVED, PRUNED)
+        ("content_erased_at", "timestamp with time zone", False, None, None),  # addition: erasure on request
     ],
     "routing_rules": [
         ("id", "uuid", True, UUID4, None),
@@ -253,6 +256,7 @@ EXPECTED_FOREIGN_KEYS = {(table, "tenant_id", "tenants") for table in EXPECTED_C
     ("constitutional_amendments", "rollback_of", "constitutional_amendments"),  # addition
     ("dreams", "amendment_id", "constitutional_amendments"),  # addition
     ("dreams", "pending_amendment_id", "pending_amendments"),  # addition
+    ("executions", "archive_id", "lifecycle_archives"),  # addition: lifecycle
 }
 EXPECTED_UNIQUE = {("tenants", "domain"), ("systems", "name")}
 
