@@ -118,6 +118,23 @@ def variables() -> tuple[Variable, ...]:
         *_limit_variables(),
         Variable(name="CLAY_LOG_LEVEL", default="WARNING", meaning="the command line's log level"),
         Variable(name="CLAY_DEBUG", default=None, meaning="1: tracebacks instead of one-line errors"),
+        Variable(
+            name="CLAY_LIFECYCLE_RETENTION_ENABLED",
+            default=None,
+            meaning="1: the lifecycle archives away and prunes on schedule; unset: it reports what it would do",
+        ),
+        Variable(
+            name="CLAY_ARCHIVE_URL",
+            default=None,
+            meaning="the archive store (default STATE_DIR/archive; any fsspec URL)",
+        ),
+        Variable(
+            name="CLAY_TELEMETRY_RAW_DAYS", default="90", meaning="MCP tool calls older than this are rolled up per day"
+        ),
+        Variable(name="CLAY_DREAM_RETENTION_DAYS", default="730", meaning="dreams not promoted are deleted after this"),
+        Variable(
+            name="CLAY_BENCH_LIFECYCLE_EXECUTIONS", default="1000000", meaning="executions in the lifecycle benchmark"
+        ),
         Variable(name="CLAY_BENCH_EXECUTIONS", default="1000000", meaning="executions in the routing scale benchmark"),
         Variable(name="CLAY_BENCH_REPLAY_REQUESTS", default="100000", meaning="requests in the dream replay benchmark"),
         Variable(

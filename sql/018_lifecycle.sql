@@ -255,7 +255,8 @@ CREATE OR REPLACE FUNCTION clay_admin.archive_retained_until(p_archive uuid) RET
   LANGUAGE sql STABLE SECURITY DEFINER
   SET search_path = pg_catalog, pg_temp
   AS $$
-    SELECT a.archived_at + make_interval(years => coalesce(p.retention_years, 7))
+    -- Calendar years in UTC, whatever the session's time zone.
+    SELECT ((a.archived_at AT TIME ZONE 'UTC') + make_interval(years => coalesce(p.retention_years, 7))) AT TIME ZONE 'UTC'
     FROM public.lifecycle_archives a LEFT JOIN public.lifecycle_policies p ON p.tenant_id = a.tenant_id
     WHERE a.id = p_archive
   $$;

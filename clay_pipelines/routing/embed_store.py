@@ -23,6 +23,14 @@ from clay_pipelines.routing.embeddings import Embedder, tag
 BATCH = 5000
 
 
+# Rows without a vector of this embedder. A WARM or COLD row keeps its vector in
+# request_embedding_compact (halfvec, lifecycle); a tombstone (ARCHIVED, PRUNED) has no request to embed.
+NEEDS_EMBEDDING = (
+    "lifecycle_state IN ('HOT', 'WARM', 'COLD') AND ((request_embedding IS NULL AND request_embedding_compact IS NULL) "
+    "OR request_embedding_model IS DISTINCT FROM %s)"
+)
+
+
 def embed_executions(
     db: Database,
     tenant_id: UUID,
@@ -39,11 +47,10 @@ def embed_executions(
             rows = conn.execute(
                 """
                 SELECT id, user_request FROM executions
-                WHERE started_at >= %s AND started_at < %s
-                  AND (request_embedding IS NULL OR request_embedding_model IS DISTINCT FROM %s)
+                WHERE started_at >= %s AND started_at < %s AND {NEEDS_EMBEDDING}
                 ORDER BY started_at, id
                 LIMIT %s
-                """,
+                """.replace("{NEEDS_EMBEDDING}", NEEDS_EMBEDDING),
                 (start, end, embedding_model, BATCH),
             ).fetchall()
             if not rows:
@@ -60,9 +67,9 @@ def days_to_embed(db: Database, tenant_id: UUID, embedding_model: str, since: da
         rows = conn.execute(
             """
             SELECT (started_at AT TIME ZONE 'UTC')::date, count(*) FROM executions
-            WHERE started_at >= %s AND (request_embedding IS NULL OR request_embedding_model IS DISTINCT FROM %s)
+            WHERE started_at >= %s AND {NEEDS_EMBEDDING}
             GROUP BY 1 ORDER BY 1
-            """,
+            """.replace("{NEEDS_EMBEDDING}", NEEDS_EMBEDDING),
             (since, embedding_model),
         ).fetchall()
     return {day: int(n) for day, n in rows}
@@ -75,7 +82,8 @@ def write_request_embeddings(
     arrays sent in binary (the application role has no temporary tables). Runs in the caller's
     transaction."""
     conn.execute(
-        "UPDATE executions e SET request_embedding = b.embedding, request_embedding_model = %s "
+        "UPDATE executions e SET request_embedding = b.embedding, request_embedding_compact = NULL, "
+        "request_embedding_model = %s "
         "FROM unnest(%b::uuid[], %b::vector[]) AS b(id, embedding) WHERE e.id = b.id",
         (embedding_model, list(execution_ids), list(vectors)),
     )

@@ -166,17 +166,17 @@ def _start(
 # Reading executions
 
 
+# An execution's vector whatever its lifecycle state: WARM and COLD rows keep it as halfvec.
+EXECUTION_VECTOR = sql.SQL("coalesce(e.request_embedding, e.request_embedding_compact::vector)")
 _EVIDENCE = counts_as_evidence("e")
 _EXECUTION_COLUMNS = sql.SQL(
-    "e.id, e.request_embedding, e.system_id, e.status, e.user_satisfaction, e.cost_usd, e.duration_ms, "
-    "e.user_request, {evidence}"
-).format(evidence=_EVIDENCE)
+    "e.id, {vector}, e.system_id, e.status, e.user_satisfaction, e.cost_usd, e.duration_ms, e.user_request, {evidence}"
+).format(evidence=_EVIDENCE, vector=EXECUTION_VECTOR)
 # The refinement and measuring passes need no texts nor satisfaction, cost or duration: leaving
 # them out saves building millions of Python values per pass.
 _LEAN_COLUMNS = sql.SQL(
-    "e.id, e.request_embedding, e.system_id, e.status, NULL::numeric, NULL::numeric, NULL::integer, ''::text, "
-    "{evidence}"
-).format(evidence=_EVIDENCE)
+    "e.id, {vector}, e.system_id, e.status, NULL::numeric, NULL::numeric, NULL::integer, ''::text, {evidence}"
+).format(evidence=_EVIDENCE, vector=EXECUTION_VECTOR)
 
 
 class _RawVectorLoader(Loader):

@@ -112,7 +112,7 @@ def _dreaming(conn: psycopg.Connection, moment: datetime) -> _Dreaming:
 
 
 _EXECUTIONS = """
-SELECT e.id, e.request_embedding, e.system_name, e.status, e.completed_at IS NOT NULL, e.cost_usd, e.duration_ms,
+SELECT e.id, coalesce(e.request_embedding, e.request_embedding_compact::vector), e.system_name, e.status, e.completed_at IS NOT NULL, e.cost_usd, e.duration_ms,
        e.user_satisfaction, e.routing_propensity, e.user_request
 FROM executions e
 WHERE e.request_embedding_model = %(model)s AND e.started_at >= %(since)s AND e.started_at < %(until)s
