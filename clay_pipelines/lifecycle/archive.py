@@ -313,16 +313,23 @@ def _discard_unfinished(db: Database, tenant_id: UUID, store: ArchiveStore, mont
 def _write_and_verify(
     db: Database, tenant_id: UUID, month: date, store: ArchiveStore, ids: list[UUID]
 ) -> tuple[UUID, dict[str, bytes]]:
+    with db.tenant_transaction(tenant_id) as conn:
+        table = read_rows(conn, ids)
+    return write_table(db, tenant_id, month, store, table)
+
+
+def write_table(
+    db: Database, tenant_id: UUID, month: date, store: ArchiveStore, table: pa.Table
+) -> tuple[UUID, dict[str, bytes]]:
+    """A new archive (state 'writing', committed first) holding `table`, written and read back verified."""
     archive_id = uuid4()
     data_path, manifest_path = _relative(tenant_id, month, archive_id)
     with db.tenant_transaction(tenant_id) as conn:
         conn.execute(
             "INSERT INTO lifecycle_archives (id, month, uri, manifest_uri, schema_version, row_count) "
             "VALUES (%s, %s, %s, %s, %s, %s)",
-            (archive_id, month, store.path(data_path), store.path(manifest_path), SCHEMA_VERSION, len(ids)),
+            (archive_id, month, store.path(data_path), store.path(manifest_path), SCHEMA_VERSION, table.num_rows),
         )
-    with db.tenant_transaction(tenant_id) as conn:
-        table = read_rows(conn, ids)
     rows = canonical_rows(table)
     data = _parquet(table, {"clay.archive_id": str(archive_id), "clay.schema_version": str(SCHEMA_VERSION)})
     manifest = {
@@ -612,10 +619,17 @@ def prune(
                 detail={"archives": report.archives, "held": report.held_archives},
             )
             return report
+    report.files_deleted = delete_unused_files(db, tenant_id, store)
+    return report
+
+
+def delete_unused_files(db: Database, tenant_id: UUID, store: ArchiveStore) -> int:
+    """Delete the files of the tenant's pruned and discarded archives still in the store (a run that
+    died after its commit); returns how many files went."""
+    with db.tenant_transaction(tenant_id) as conn:
         gone = conn.execute(
             "SELECT id, month FROM lifecycle_archives WHERE status IN ('pruned', 'discarded')"
         ).fetchall()
-    for archive_id, month in gone:
-        for relative in _relative(tenant_id, month, archive_id):
-            report.files_deleted += store.delete(relative)
-    return report
+    return sum(
+        store.delete(relative) for archive_id, month in gone for relative in _relative(tenant_id, month, archive_id)
+    )
