@@ -64,12 +64,16 @@ def test_nothing_under_a_hold_is_archived_away_or_pruned(db, store, scope) -> No
     assert lw.states(db, lw.ACME, ids) == expected
     assert (report.held, report.archived) == (len(held_index), 4 - len(held_index))
     # The database refuses it whoever asks, the maintenance role included.
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="legal hold"):
-        with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
-            conn.execute("UPDATE executions SET lifecycle_state = 'ARCHIVED' WHERE id = %s", (ids[held_index[0]],))
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="legal hold"):
-        with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
-            conn.execute("DELETE FROM executions WHERE id = %s", (ids[held_index[0]],))
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="legal hold"),
+        db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn,
+    ):
+        conn.execute("UPDATE executions SET lifecycle_state = 'ARCHIVED' WHERE id = %s", (ids[held_index[0]],))
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="legal hold"),
+        db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn,
+    ):
+        conn.execute("DELETE FROM executions WHERE id = %s", (ids[held_index[0]],))
     assert checks.held_but_gone(db, lw.ACME) == []
     with db.tenant_transaction(lw.ACME) as conn:
         holds.release(conn, hold_id, "counsel@acme.test")
@@ -88,9 +92,11 @@ def test_an_archive_holding_a_held_row_is_not_pruned(db, store) -> None:
     report = ar.prune(db, lw.ACME, store, enabled=True)
     assert (report.held_archives, report.rows) == (1, 0)
     assert lw.states(db, lw.ACME, ids) == ["ARCHIVED"] * 4
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="legal hold"):
-        with db.tenant_transaction(lw.ACME) as conn:
-            conn.execute("UPDATE executions SET lifecycle_state = 'PRUNED' WHERE id = %s", (ids[0],))
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="legal hold"),
+        db.tenant_transaction(lw.ACME) as conn,
+    ):
+        conn.execute("UPDATE executions SET lifecycle_state = 'PRUNED' WHERE id = %s", (ids[0],))
 
 
 def test_a_hold_cannot_be_rewritten_deleted_or_point_elsewhere(db) -> None:
