@@ -3,7 +3,7 @@
 CLAY_LIFECYCLE_RETENTION_ENABLED=1; otherwise they report what they would do."""
 
 import sys
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 
 import dagster as dg
 
@@ -116,12 +116,12 @@ def _states_metadata(postgres: PostgresResource) -> dict[str, object]:
     pool="postgres",
 )
 def execution_aging(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    as_of = min(context.partition_time_window.end.astimezone(UTC), dg.get_current_datetime().astimezone(UTC))
+    as_of = min(context.partition_time_window.end.astimezone(UTC), datetime.now(UTC))
     names = postgres.tenant_names()
     rows = []
     for tenant_id in postgres.tenant_ids():
-        flushed = flush_accesses(postgres.database, tenant_id, run_id=context.run_id)
-        aged = age_tenant(postgres.database, tenant_id, as_of, run_id=context.run_id)
+        flushed = flush_accesses(postgres.database, tenant_id, run_id=context.run.run_id)
+        aged = age_tenant(postgres.database, tenant_id, as_of, run_id=context.run.run_id)
         rows.append([names[tenant_id], flushed.accesses, flushed.rehydrated, aged.to_warm, aged.to_cold])
     return dg.MaterializeResult(
         metadata={
@@ -155,7 +155,7 @@ def execution_archive(context: dg.AssetExecutionContext, postgres: PostgresResou
     names = postgres.tenant_names()
     rows = []
     for tenant_id in postgres.tenant_ids():
-        r = ar.archive_month(postgres.database, tenant_id, month, store, enabled=enabled, run_id=context.run_id)
+        r = ar.archive_month(postgres.database, tenant_id, month, store, enabled=enabled, run_id=context.run.run_id)
         rows.append([names[tenant_id], r.eligible, r.held, r.archived, len(r.files), r.redone])
     return dg.MaterializeResult(
         metadata={
@@ -188,7 +188,7 @@ def prune(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.M
     names = postgres.tenant_names()
     rows = []
     for tenant_id in postgres.tenant_ids():
-        r = ar.prune(postgres.database, tenant_id, store, enabled=enabled, run_id=context.run_id)
+        r = ar.prune(postgres.database, tenant_id, store, enabled=enabled, run_id=context.run.run_id)
         dreams = prune_dreams(postgres.database, tenant_id, dream_retention_days(), enabled=enabled)
         rows.append([names[tenant_id], r.archives, r.rows, r.held_archives, r.files_deleted, dreams])
     return dg.MaterializeResult(
@@ -220,7 +220,7 @@ def telemetry_rollup(context: dg.AssetExecutionContext, postgres: PostgresResour
     enabled, raw_days = retention_enabled(), telemetry_raw_days()
     names = postgres.tenant_names()
     by_tenant = {
-        names[t]: rollup_telemetry(postgres.database, t, raw_days, enabled=enabled, run_id=context.run_id)
+        names[t]: rollup_telemetry(postgres.database, t, raw_days, enabled=enabled, run_id=context.run.run_id)
         for t in postgres.tenant_ids()
     }
     return dg.MaterializeResult(
