@@ -32,6 +32,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import fsspec
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -176,11 +177,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _canonical_value(value: Any) -> Any:
+    """As _jsonable, but a vector (a list of floats) as the hex of its float32 bytes: the same
+    identity, without serialising every float as JSON text (most of an archive's rows' bytes)."""
+    if isinstance(value, list) and value and isinstance(value[0], float):
+        return np.asarray(value, dtype="<f4").tobytes().hex()
+    return _jsonable(value)
+
+
 def canonical_rows(table: pa.Table, exclude: Iterable[str] = BOOKKEEPING) -> dict[str, bytes]:
     """Each row's RFC 8785 canonical JSON by id, without the lifecycle's own bookkeeping columns."""
     skip = set(exclude)
     return {
-        row["id"]: rfc8785.dumps({k: _jsonable(v) for k, v in row.items() if k not in skip})
+        row["id"]: rfc8785.dumps({k: _canonical_value(v) for k, v in row.items() if k not in skip})
         for row in table.to_pylist()
     }
 
