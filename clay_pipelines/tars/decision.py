@@ -10,16 +10,18 @@ otherwise) and identified by its hash. For one family (a tenant's night: every p
      alpha with Holm's step-down over k (p-values and bounds: normal approximation with the
      bootstrap's standard error);
   4. per confirmed proposal: promote when Holm confirms it (its one-sided lower bound at its Holm
-     threshold is above zero), every guardrail's one-sided harm bound is within its tolerance, and
-     half B is at least the size that detects the minimum detectable effect (MDE) with the declared
-     power; reject when the gain's one-sided upper bound is below zero or a guardrail is breached
-     beyond its tolerance (its harm's one-sided lower bound above it); otherwise inconclusive. A
-     half B smaller than the MDE needs makes the decision at most inconclusive.
+     threshold is above zero) and every guardrail's one-sided harm bound is within its tolerance;
+     reject when the gain's one-sided upper bound is below zero or a guardrail is breached beyond
+     its tolerance (its harm's one-sided lower bound above it); otherwise inconclusive. The size
+     half B needs to detect the minimum detectable effect (MDE) with the declared power is reported
+     with the decision; a rule with require_power makes a smaller half B at most inconclusive.
 Requests whose choice has no support are valued at a bound (estimators.py): a promotion and a
 guardrail's "within" rest on the end worst for the mutation, a rejection and a breach on the end best
 for it, so neither is concluded from what was never observed. Guardrails are an intersection of
-one-sided tests, each at alpha (requiring them all needs no correction). Proposals not confirmed are
-"not_selected". The record (JSON) holds the rule, its hash and every figure an outcome rests on;
+one-sided tests, each at alpha (requiring them all needs no correction). A proposal not selected is
+"reject" when half A already shows it worse (its gain's upper bound below zero or a guardrail
+breached, at alpha over the number of proposals, unsupported choices at the end best for it), and
+"not_selected" otherwise. The record (JSON) holds the rule, its hash and every figure an outcome rests on;
 satisfies() recomputes every outcome from those figures.
 """
 
@@ -60,7 +62,11 @@ DEFAULT_RULE: dict[str, Any] = {
     "min_support": 1,
     "estimator": "auto",
     "split_history": False,
+    # A half B smaller than the MDE needs still controls false promotions at alpha; it only makes a
+    # miss likely. True makes such a decision at most inconclusive (rules stored without it: False).
+    "require_power": False,
 }
+_OPTIONAL = {"require_power": False}
 PROMOTE, REJECT, INCONCLUSIVE, NOT_SELECTED = "promote", "reject", "inconclusive", "not_selected"
 _Z = NormalDist()
 
@@ -82,7 +88,7 @@ def rule_from_constitution(tars_constitution: dict[str, Any] | None) -> dict[str
 
 def check_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """The rule if every key is usable, else DecisionRuleError naming the first that is not."""
-    missing = sorted(set(DEFAULT_RULE) - set(rule))
+    missing = sorted(set(DEFAULT_RULE) - set(rule) - set(_OPTIONAL))
     if missing:
         raise DecisionRuleError(f"decision rule lacks {', '.join(missing)}")
     if rule["primary"] not in METRICS:
@@ -239,9 +245,40 @@ def _selection(rule: dict[str, Any], est: Estimates, duplicate_of: list[str | No
                 "harms": harms,
                 "duplicate_of": duplicate_of[arm - 1],
                 "eligible": _eligible(gain, duplicate_of[arm - 1]),
+                "rejection": _rejection(rule, est, arm, len(est.arms) - 1),
             }
         )
     return out
+
+
+def _rejection(rule: dict[str, Any], est: Estimates, arm: int, proposals: int) -> dict[str, Any]:
+    """Whether half A already shows the proposal worse: its gain's upper bound below zero, or a
+    guardrail's harm lower bound above its tolerance, each with unsupported choices at the end best
+    for the mutation and at alpha / proposals (Bonferroni over the family: a rejection changes
+    nothing, but it should not be said of a neutral proposal by chance)."""
+    level = 1 - rule["alpha"] / max(proposals, 1)
+    gain, se = _side(est, arm, rule["primary"], optimistic=True)
+    harms = {}
+    for name, spec in rule["guardrails"].items():
+        best_gain, best_se = _side(est, arm, name, optimistic=True)
+        harms[name] = {
+            "harm_optimistic": -best_gain,
+            "se_optimistic": best_se,
+            "tolerance": _tolerance(spec, _current(est, name)),
+        }
+    return {"level": level, "gain_optimistic": gain, "se_optimistic": se, "harms": harms} | _rejected(
+        level, gain, se, harms
+    )
+
+
+def _rejected(level: float, gain: float, se: float, harms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    upper = _bound(gain, se, level, +1)
+    breached = sorted(
+        name
+        for name, h in harms.items()
+        if _bound(_finite(h["harm_optimistic"]), _finite(h["se_optimistic"]), level, -1) > _finite(h["tolerance"])
+    )
+    return {"gain_upper": upper, "breached": breached, "rejected": bool(upper < 0 or breached)}
 
 
 def _eligible(gain: float | None, duplicate_of: str | None) -> bool:
@@ -306,7 +343,7 @@ def _confirm(rule: dict[str, Any], est_b: Estimates, selected: list[dict[str, An
                 },
                 "guardrails": guardrails,
                 "power": power,
-                "outcome": _outcome(confirmed[j], upper, guardrails, power["adequate"]),
+                "outcome": _outcome(confirmed[j], upper, guardrails, _powered(rule, power)),
             }
         )
     return out
@@ -331,6 +368,11 @@ def _power(rule: dict[str, Any], selection: dict[str, Any], half_b: int, alpha: 
         "model_variance": model_variance,
         "power_at_half_b_with_model_variance": _achieved(sigma, model_variance, half_b, alpha, rule["mde"]),
     }
+
+
+def _powered(rule: dict[str, Any], power: dict[str, Any]) -> bool:
+    """Whether the power figures allow a promotion under this rule."""
+    return bool(power["adequate"]) or not rule.get("require_power", _OPTIONAL["require_power"])
 
 
 def _achieved(sigma: float, model_variance: float, n: int, alpha: float, effect: float) -> float | None:
@@ -440,7 +482,7 @@ def _record(
             "half_a": est_a.summary(i + 1, level),
             "selection": selection[i],
             "selected": i in chosen,
-            "outcome": NOT_SELECTED,
+            "outcome": REJECT if selection[i]["rejection"]["rejected"] else NOT_SELECTED,
         }
         if i in chosen:
             j = chosen.index(i)
@@ -522,6 +564,12 @@ def _violations(record: dict[str, Any]) -> list[str]:
         selection = e["selection"]
         if selection["eligible"] != _eligible(selection["gain"], selection["duplicate_of"]):
             problems.append(f"{e['hash'][:12]}: eligibility does not follow from its half-A figures")
+        r = selection["rejection"]
+        redone = _rejected(_finite(r["level"]), _finite(r["gain_optimistic"]), _finite(r["se_optimistic"]), r["harms"])
+        if (redone["rejected"], redone["breached"]) != (r["rejected"], r["breached"]):
+            problems.append(f"{e['hash'][:12]}: the half-A rejection does not follow from its figures")
+        if not _close(r["level"], 1 - rule["alpha"] / len(entries)):
+            problems.append(f"{e['hash'][:12]}: the half-A rejection level is not alpha over the family")
     chosen = _ranked(hashes, [e["selection"] for e in entries], rule["confirm_top_k"])
     if [hashes[i] for i in chosen] != record["selected"] or [e["selected"] for e in entries] != [
         i in chosen for i in range(len(entries))
@@ -534,7 +582,8 @@ def _violations(record: dict[str, Any]) -> list[str]:
         rule, [hashes[i] for i in chosen], confirmed, [entries[i]["selection"] for i in chosen]
     )
     for i, e in enumerate(entries):
-        expected = confirmed[chosen.index(i)]["outcome"] if i in chosen else NOT_SELECTED
+        unselected = REJECT if e["selection"]["rejection"]["rejected"] else NOT_SELECTED
+        expected = confirmed[chosen.index(i)]["outcome"] if i in chosen else unselected
         if e["outcome"] != expected:
             problems.append(f"{e['hash'][:12]}: outcome {e['outcome']} but its figures give {expected}")
     if record["promote"] != _to_promote(entries):
@@ -570,7 +619,7 @@ def _confirmation_violations(
         power = _power(rule, selections[j], x["power"]["half_b_requests"], alpha / k)
         if (x["power"]["required_requests"], x["power"]["adequate"]) != (power["required_requests"], power["adequate"]):
             problems.append(f"{label}: the required size does not follow from the MDE and the variance")
-        expected = _outcome(holm_confirmed[j], upper, guardrails, power["adequate"])
+        expected = _outcome(holm_confirmed[j], upper, guardrails, _powered(rule, power))
         if x["outcome"] != expected:
             problems.append(f"{label}: confirmation outcome {x['outcome']} but its figures give {expected}")
     return problems
