@@ -28,6 +28,7 @@ against its true value and how often the 90% interval covers it (both worlds).
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -53,6 +54,7 @@ SYSTEMS = tuple(spec.name for spec in CATALOG)
 CATCH_ALL = SYSTEMS.index(CATCH_ALL_SYSTEM)
 ROUTER = next(spec for spec in CATALOG if spec.name == CATCH_ALL_SYSTEM).constitution()
 REQUIRES_APPROVAL = {spec.name: set(spec.requires_approval) for spec in CATALOG}
+UNBLOCKABLE = [not spec.requires_approval for spec in CATALOG]  # governance can never block these
 APPROVED = 0.93  # share of gated requests a person approves (as the sample world's generator has it)
 EXPLORATION_SHARE = 0.05
 HISTORY_DAYS = 28
@@ -442,6 +444,7 @@ def run_seed(seed: int, planted: bool, bootstrap: int, rule: dict[str, Any] | No
         clusters=len(world.micro_weight),
         systems=len(SYSTEMS),
         history_ids=history.ids,
+        unblockable=UNBLOCKABLE,
     )
     truths = [true_success(world, window.outcomes.cluster, arm.system) for arm in arms]
     effects = {arm.name: truths[i] - truths[0] for i, arm in enumerate(arms)}
@@ -459,12 +462,12 @@ def run_seed(seed: int, planted: bool, bootstrap: int, rule: dict[str, Any] | No
         "first_proposal_true_effect": effects[arms[1].name],
         "first_proposal_changed_share": float((arms[1].system != arms[0].system).mean()),
         "rule_violations": len(violations(record)),
-        "estimates": _full_window(world, window, history, arms, truths, bootstrap, cycle_id),
+        "estimates": _full_window(world, window, history, arms, truths, rule, cycle_id),
     }
 
 
 def _full_window(
-    world: World, window: Log, history: Log, arms: list[Arm], truths: list[float], bootstrap: int, cycle_id: str
+    world: World, window: Log, history: Log, arms: list[Arm], truths: list[float], rule: dict[str, Any], cycle_id: str
 ) -> list[dict[str, float]]:
     """Every proposal's estimated success on the whole window, its 90% interval and its truth."""
     full = estimate(
@@ -473,8 +476,10 @@ def _full_window(
         arms,
         clusters=len(world.micro_weight),
         systems=len(SYSTEMS),
-        bootstrap=bootstrap,
+        bootstrap=rule["bootstrap"],
         rng=cycle_rng(cycle_id, "evaluation/full-window"),
+        max_weight=float(rule.get("max_importance_weight", math.inf)),
+        unblockable=UNBLOCKABLE,
     )
     lower, upper = full.interval(0.90)
     m = full.metrics.index("success_rate")
