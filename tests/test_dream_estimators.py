@@ -237,7 +237,7 @@ def test_choices_weighted_beyond_max_weight_are_valued_by_the_model_alone() -> N
     est = _estimate(max_weight=1.5)
     assert est.point[0, SUCCESS] == pytest.approx((1.0625 + 0.75 + 1.0 + 1.0) / 4)
     assert est.point[1, SUCCESS] == pytest.approx((0.5 + 0.75 + 1.0 + 0.5) / 4)
-    with pytest.raises(EstimationError, match="max_weight=0.5 must be at least 1"):
+    with pytest.raises(EstimationError, match=r"max_weight=0\.5 must be at least 1"):
         _estimate(max_weight=0.5)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
