@@ -40,6 +40,9 @@ class PrintedTotal:
     amount: Decimal
     currency: str | None
     page: int
+    kind: str = "total"  # total (the document's), group ("<name> Total", "Subtotal"), page
+    start_entry: int = 0  # the entries it covers: extraction.entries[start_entry:end_entry]
+    end_entry: int = 0
 
 
 @dataclass(kw_only=True)
@@ -58,7 +61,7 @@ class Extraction:
             "template": self.template,
             "entries": [e.as_json() for e in self.entries],
             "printed_totals": [
-                {"label": t.label, "amount": str(t.amount), "currency": t.currency, "page": t.page}
+                {"label": t.label, "amount": str(t.amount), "currency": t.currency, "page": t.page, "kind": t.kind}
                 for t in self.printed_totals
             ],
             "warnings": self.warnings,
