@@ -819,25 +819,46 @@ class HeaderColumns:
 
 
 def _find_header(lines: list[list[Run]]) -> tuple[int, HeaderColumns] | None:
+    """The header line: the first whose words name the columns, else (headers by content) the first line
+    of three or more text cells whose columns below read as a payee and an amount."""
     for index, line in enumerate(lines):
-        roles = assign_roles([r.text for r in line])
-        if roles is None:
-            continue
-        spans = [(r.x0, r.x1) for r in line]
-        texts = [r.text for r in line]
-        bottom = max(r.bottom for r in line)
-        # A second header line (words under the first, no numbers) completes the column titles.
-        if index + 1 < len(lines):
-            below = lines[index + 1]
-            if below[0].top - bottom < 6 and not any(values.find_amounts(r.text, False) for r in below):
-                columns = HeaderColumns(spans=spans, roles=roles, bottom=bottom)
-                for r in below:
-                    k = columns.column_of(r)
-                    texts[k] = f"{texts[k]} {r.text}"
-                roles = assign_roles(texts) or roles
-                bottom = max(bottom, max(r.bottom for r in below))
-        return index, HeaderColumns(spans=spans, roles=roles, bottom=bottom)
+        if assign_roles([r.text for r in line]) is not None:
+            return _header_at(lines, index)
+    for index, line in enumerate(lines):
+        if len(line) >= 3 and not any(re.search(r"\d", r.text) for r in line):
+            found = _header_at(lines, index)
+            if found is not None:
+                return found
     return None
+
+
+def _header_at(lines: list[list[Run]], index: int) -> tuple[int, HeaderColumns] | None:
+    line = lines[index]
+    spans = [(r.x0, r.x1) for r in line]
+    texts = [r.text for r in line]
+    first_line = list(texts)
+    bottom = max(r.bottom for r in line)
+    columns = HeaderColumns(spans=spans, roles=ColumnRoles(headers=texts, by_role={}), bottom=bottom)
+    # A second header line (words under the first, no numbers) completes the column titles.
+    if index + 1 < len(lines):
+        below = lines[index + 1]
+        if below[0].top - bottom < 6 and not any(values.find_amounts(r.text, False) for r in below):
+            for r in below:
+                k = columns.column_of(r)
+                texts[k] = f"{texts[k]} {r.text}"
+            bottom = max(bottom, max(r.bottom for r in below))
+    body = []
+    for later in lines[index + 1 : index + 61]:
+        cells = [""] * len(spans)
+        for run in later:
+            k = columns.column_of(run)
+            cells[k] = f"{cells[k]} {run.text}".strip()
+        body.append(cells)
+    # The line below may be no header at all (a panel's title beside the table): then the first line alone.
+    roles = assign_roles(texts, body) or assign_roles(first_line, body)
+    if roles is None:
+        return None
+    return index, HeaderColumns(spans=spans, roles=roles, bottom=bottom)
 
 
 def _split_amounts_printed_over_text(
@@ -926,7 +947,26 @@ def borderless_table(
             # A total, or a first row with no amount (reported, never turned into an entry).
             context.rows.append(RawRow(cells=cells, page=page_number))
         last_top = line[0].top
+    _centred_payees(context)
     return context
+
+
+def _centred_payees(context: TableContext) -> None:
+    """A payee cell centred on its row's numbers prints half its lines above them and half below: a row
+    whose number line has no payee takes the text-only line just above it (read as a continuation of the
+    row before) as the start of its payee; the lines below continue it as usual."""
+    column = context.roles.get("name")
+    if column is None:
+        return
+    rows = context.rows
+    for j in range(1, len(rows)):
+        row, above = rows[j], rows[j - 1]
+        if row.continuation_of_previous or _cell(row, column) or not _cell(above, column):
+            continue
+        others = [c for i, c in enumerate(above.cells) if i != column and c.strip()]
+        if others or (j >= 2 and not above.continuation_of_previous):
+            continue
+        row.cells[column], above.cells[column] = above.cells[column], ""
 
 
 # ---------------------------------------------------------------------------------------------
