@@ -19,6 +19,7 @@ class Entry:
     reference: str | None = None
     extractor: str = ""  # template name, or generic:ruled / generic:words
     line_type: str | None = None  # "earning" / "deduction" on pay stubs
+    low_confidence: bool = False  # read by OCR: confirmed by a person before any delivery
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class Entry:
             "page": self.page,
             "extractor": self.extractor,
             **({"line_type": self.line_type} if self.line_type else {}),
+            **({"confidence": "low"} if self.low_confidence else {}),
         }
 
 
