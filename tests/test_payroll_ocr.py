@@ -124,6 +124,5 @@ def test_naming_an_unconfirmed_entry_does_not_release_it_and_one_entry_can_be_co
         outcome = confirm_entries(conn, "scan.pdf", "clerk@oms.com", first)
     assert (outcome.confirmed, outcome.released) == (1, 1)
     assert _outbox(database, tenant) == [("Nobody Atall", "awaiting_approval"), ("Someone Else", "awaiting_review")]
-    with database.tenant_transaction(tenant) as conn:
-        with pytest.raises(ApprovalError, match="named by an email address"):
-            confirm_entries(conn, "scan.pdf", "clerk", second)
+    with database.tenant_transaction(tenant) as conn, pytest.raises(ApprovalError, match="named by an email address"):
+        confirm_entries(conn, "scan.pdf", "clerk", second)
