@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_tars, settings
+from clay_pipelines import cli_payroll_confirm, cli_tars, settings
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -571,6 +571,7 @@ def _add_payroll_commands(commands: argparse._SubParsersAction) -> None:
     pending.add_argument("--all", action="store_true", help="every file, with its state, not only those waiting")
     pending.add_argument("--json", action="store_true", help="print JSON")
     pending.set_defaults(handler=cmd_payroll_pending)
+    cli_payroll_confirm.register(payroll_commands)
 
     approve = commands.add_parser("approve", help="approve (or reject) what waits for ARM-mode approval")
     approve_commands = approve.add_subparsers(dest="approve_command", required=True, metavar="WHAT")
