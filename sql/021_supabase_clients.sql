@@ -80,8 +80,23 @@ CREATE OR REPLACE FUNCTION public.clay_revoke_temporary_from_app() RETURNS void
 REVOKE ALL ON FUNCTION public.clay_revoke_temporary_from_app() FROM PUBLIC;
 SELECT public.clay_revoke_temporary_from_app();
 
-SET LOCAL ROLE clay_owner;
+-- The API reaches tables in public only with USAGE on it (Supabase grants it; a fresh server gives it to PUBLIC).
 GRANT USAGE ON SCHEMA public TO authenticated;
+-- The migration ledger belongs to the migrating user: on Supabase, objects that user (postgres)
+-- creates in public are granted to anon, authenticated and service_role by default, which would put
+-- the ledger on the API. It is nobody's but the migrating user's.
+DO $$
+BEGIN
+  IF to_regclass('public.schema_migrations') IS NOT NULL THEN
+    REVOKE ALL ON public.schema_migrations FROM anon, authenticated;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+      REVOKE ALL ON public.schema_migrations FROM service_role;
+    END IF;
+  END IF;
+END
+$$;
+
+SET LOCAL ROLE clay_owner;
 
 -- 3. Grants ---------------------------------------------------------------------------------------
 -- clay_grant_to_clients(table, privileges, insert_columns, update_columns): what authenticated may do
@@ -264,7 +279,8 @@ CREATE OR REPLACE FUNCTION public.clay_hold_direct_payroll_entry() RETURNS trigg
     NEW.printed_employee_id := NEW.employee_id;
     NEW.resolution := jsonb_build_object(
       'method', 'api',
-      'by', coalesce(claims ->> 'email', claims ->> 'sub', current_setting('role')),
+      'by', coalesce(claims ->> 'email', claims ->> 'sub',
+                    CASE current_setting('role') WHEN 'none' THEN session_user::text ELSE current_setting('role') END),
       'resolved', EXISTS (SELECT 1 FROM public.employee_directory p
                           WHERE p.tenant_id = tenant AND p.employee_id = NEW.employee_id));
     RETURN NEW;

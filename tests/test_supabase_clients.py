@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clay_pipelines.db import Database, MaintenanceJob
+from clay_pipelines.db.migrations import apply_migrations
 from clay_pipelines.payroll import approval, delivery
 from clay_pipelines.routing.embeddings import HashingEmbedder
 from clay_pipelines.routing.rule_store import learn_rules_full, learn_rules_incremental
@@ -562,3 +563,24 @@ def test_roles_that_bypass_row_level_security_cannot_skip_the_hold_either(fresh_
             "INSERT INTO payroll_entries (employee_id, date, amount, source_file) VALUES ('1', '2026-01-01', 1, 'y.pdf')"
         )
         assert conn.execute("SELECT status FROM bamboohr_outbox").fetchall() == [("awaiting_review",)]
+
+
+def test_supabases_default_grants_reach_neither_the_tables_nor_the_migration_ledger(empty_db) -> None:
+    """On Supabase, what the migrating user (postgres) creates in public is granted to the API's roles by
+    default. The tables belong to clay_owner, so those defaults do not reach them; the ledger, which the
+    migrating user owns, is revoked."""
+    with empty_db.admin() as conn:
+        conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated")
+    apply_migrations(empty_db.admin_url)
+    with empty_db.admin() as conn:
+        anon = conn.execute(
+            "SELECT table_name FROM information_schema.role_table_grants WHERE grantee = 'anon'"
+        ).fetchall()
+        ledger = conn.execute(
+            "SELECT has_table_privilege('authenticated', 'public.schema_migrations', 'SELECT, INSERT, UPDATE, DELETE')"
+        ).fetchone()[0]
+        deletable = conn.execute(
+            "SELECT table_name FROM information_schema.role_table_grants "
+            "WHERE grantee = 'authenticated' AND privilege_type IN ('DELETE', 'TRUNCATE', 'UPDATE')"
+        ).fetchall()
+    assert (anon, ledger, deletable) == ([], False, [])
