@@ -207,7 +207,8 @@ CREATE POLICY client_executions_start_open ON public.executions AS RESTRICTIVE F
 
 -- 4b. Rules written from outside this project's roles are people's rules: the learner never touches a
 --     rule with auto_generated false (and it would retire or rewrite one marked true). created_by is
---     who the JWT says wrote it, so the router cannot pose as the learner ('routing-learner').
+--     who the JWT says wrote it, so the router cannot pose as the learner ('routing-learner'). On
+--     INSERT only: clients may not UPDATE rules, and an owner's manual fix keeps a rule what it was.
 CREATE OR REPLACE FUNCTION public.clay_outside_rules_are_peoples() RETURNS trigger
   LANGUAGE plpgsql
   SET search_path = pg_catalog, public
@@ -224,7 +225,7 @@ CREATE OR REPLACE FUNCTION public.clay_outside_rules_are_peoples() RETURNS trigg
   END
   $$;
 DROP TRIGGER IF EXISTS clay_outside_rules_are_peoples ON public.routing_rules;
-CREATE TRIGGER clay_outside_rules_are_peoples BEFORE INSERT OR UPDATE ON public.routing_rules
+CREATE TRIGGER clay_outside_rules_are_peoples BEFORE INSERT ON public.routing_rules
   FOR EACH ROW EXECUTE FUNCTION public.clay_outside_rules_are_peoples();
 
 -- 4c. Payroll entries written without a file version (the payroll MCP server's insert; this project's
