@@ -496,6 +496,7 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
             calibrate_path=args.calibrate,
             calibrate_oos_path=args.calibrate_oos,
             dream_nights=args.dream_nights,
+            oos_history_path=args.oos_history,
             progress=(lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True)),
         )
     except EvaluationInputError as error:
@@ -617,6 +618,12 @@ def _add_routing_commands(commands: argparse._SubParsersAction) -> None:
     routing.add_argument("--calibrate-oos", type=Path, default=None, help="CSV text: out-of-scope validation data")
     routing.add_argument(
         "--dream-nights", type=int, default=0, help="spread the history over 28 days and dream N nights (0-7)"
+    )
+    routing.add_argument(
+        "--oos-history",
+        type=Path,
+        default=None,
+        help="CSV text: with --dream-nights, requests that fit no label, logged as the catch-all's successes",
     )
     routing.add_argument("--json", action="store_true", help="one line of JSON, no progress")
     routing.set_defaults(handler=cmd_eval_routing)
