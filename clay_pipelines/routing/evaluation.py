@@ -453,13 +453,23 @@ def _dream(
 ) -> list[dict[str, Any]]:
     """Night k replays day 21 + k with rules and outcomes of the days before it, as the latest night:
     its promotion applies before the next night. No labels: only logged outcomes."""
-    from clay_pipelines.tars.cycle import dream_night
+    from clay_pipelines.tars.cycle import dream_night, moment_of
+    from clay_pipelines.tars.watch import check_watches
 
     out = []
     for k in range(nights):
         night = (spread_from + timedelta(days=22 + k)).date()
+        # The watch runs before each night as it would hourly: a promotion's keys are dreamed again
+        # once its watch (one day here) has closed, or rolled back.
+        with db.tenant_transaction(tenant_id) as conn:
+            check_watches(conn, moment_of(night))
         report = dream_night(db, tenant_id, night, embedder, latest=True)
-        (skill,) = [s for s in report.skills if s.system_name == CATCH_ALL]
+        found = [s for s in report.skills if s.system_name == CATCH_ALL]
+        if not found:  # every tunable of the router under a promotion's watch: nothing to dream
+            out.append({"night": night.isoformat(), "outcomes": {}, "promoted": None, "skipped": "under watch"})
+            progress(f"dream night {k + 1}/{nights}: the router's tunables are under watch")
+            continue
+        skill = found[0]
         out.append({"night": night.isoformat(), "outcomes": skill.outcomes, "promoted": skill.promoted})
         progress(f"dream night {k + 1}/{nights}: {skill.outcomes}; promoted {skill.promoted}")
     return out
