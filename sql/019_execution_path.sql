@@ -123,8 +123,6 @@ CREATE INDEX IF NOT EXISTS executions_unsigned_idx ON executions (tenant_id, com
 SELECT public.clay_require_same_tenant('public.executions', 'routing_rule_id', 'public.routing_rules');
 SELECT public.clay_require_same_tenant('public.executions', 'budget_reservation_id', 'public.budget_reservations');
 
-ALTER TABLE public.resources DROP CONSTRAINT IF EXISTS resources_reserved_not_negative;
-ALTER TABLE public.resources ADD CONSTRAINT resources_reserved_not_negative CHECK (reserved >= 0);
 
 -- ---------------------------------------------------------------------------------------------
 -- 2. Guarantees (triggers)
