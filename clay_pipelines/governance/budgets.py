@@ -271,5 +271,3 @@ def alert_inconsistencies(conn: psycopg.Connection) -> list[str]:
         """
     ).fetchall()
     return [r[0] for r in rows]
-
-
