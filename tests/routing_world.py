@@ -126,7 +126,7 @@ def email_rows(n: int = 80) -> list[tuple[str, str, str]]:
     return [(text, "writer", "failed" if i % 20 == 19 else "success") for i, text in enumerate(email_texts(n))]
 
 
-def rewrite_completed_costs(test_db, cost: float) -> None:  # noqa: ANN001 - conftest.TestDatabase
+def rewrite_completed_costs(test_db, cost: float) -> None:
     """Test set-up only: a completed execution's cost is final (the execution_guard trigger), so the
     fixture's history is rewritten by the owner with the guard off."""
     with test_db.admin() as conn, conn.transaction():
