@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_governance, cli_tars, settings
+from clay_pipelines import cli_governance, cli_payroll_confirm, cli_tars, settings
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -496,6 +496,7 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
             calibrate_path=args.calibrate,
             calibrate_oos_path=args.calibrate_oos,
             dream_nights=args.dream_nights,
+            oos_history_path=args.oos_history,
             progress=(lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True)),
         )
     except EvaluationInputError as error:
@@ -571,6 +572,7 @@ def _add_payroll_commands(commands: argparse._SubParsersAction) -> None:
     pending.add_argument("--all", action="store_true", help="every file, with its state, not only those waiting")
     pending.add_argument("--json", action="store_true", help="print JSON")
     pending.set_defaults(handler=cmd_payroll_pending)
+    cli_payroll_confirm.register(payroll_commands)
 
     approve = commands.add_parser("approve", help="approve (or reject) what waits for ARM-mode approval")
     approve_commands = approve.add_subparsers(dest="approve_command", required=True, metavar="WHAT")
@@ -616,6 +618,12 @@ def _add_routing_commands(commands: argparse._SubParsersAction) -> None:
     routing.add_argument("--calibrate-oos", type=Path, default=None, help="CSV text: out-of-scope validation data")
     routing.add_argument(
         "--dream-nights", type=int, default=0, help="spread the history over 28 days and dream N nights (0-7)"
+    )
+    routing.add_argument(
+        "--oos-history",
+        type=Path,
+        default=None,
+        help="CSV text: with --dream-nights, requests that fit no label, logged as the catch-all's successes",
     )
     routing.add_argument("--json", action="store_true", help="one line of JSON, no progress")
     routing.set_defaults(handler=cmd_eval_routing)

@@ -29,6 +29,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from clay_pipelines.governance.keys import ReceiptKeyError
     from clay_pipelines.payroll.approval import ApprovalError
     from clay_pipelines.routing.evaluation import EvaluationInputError
+    from clay_pipelines.sample_world.loader import WorldReplacementError
     from clay_pipelines.tars.amendments import AmendmentError
     from clay_pipelines.tars.constitution import ConstitutionError
     from clay_pipelines.tars.decision import DecisionRuleError
@@ -44,4 +45,5 @@ def user_errors() -> tuple[type[Exception], ...]:
         ExecutionError,
         BudgetRefusedError,
         ReceiptKeyError,
+        WorldReplacementError,
     )

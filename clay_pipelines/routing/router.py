@@ -37,6 +37,9 @@ from clay_pipelines.tars.constitution import constitution_hash
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_CAPABILITY_THRESHOLD = 0.35
+# How far under the threshold a best rule may score and still have its system explored (when
+# exploration is on): the range a lower threshold would route by rule, one or two steps down.
+DEFAULT_EXPLORATION_MARGIN = 0.1
 CANDIDATE_PROTOTYPES = 40
 CANDIDATE_RULES = 5
 
@@ -205,6 +208,7 @@ class RoutingContext:
     nearest_capabilities: Callable[[], list[tuple[UUID, str, float]]]
     embedder_tag: str
     exploration_share: float = 0.0  # of rule decisions that try another choice (recorded with its probability)
+    exploration_margin: float = DEFAULT_EXPLORATION_MARGIN  # fallbacks whose best rule scored this close try it
 
     @property
     def name_ids(self) -> dict[str, UUID]:
@@ -226,6 +230,7 @@ def routing_context(
         nearest_capabilities=lambda: nearest_capabilities(conn, vector, embedder),
         embedder_tag=tag(embedder),
         exploration_share=float(parameters.get("exploration_share", 0.0)),
+        exploration_margin=float(parameters.get("exploration_margin", DEFAULT_EXPLORATION_MARGIN)),
     )
 
 
@@ -314,31 +319,72 @@ def decide(context: RoutingContext, candidates: list[RuleCandidate]) -> RoutingD
 
 
 def explore(context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]) -> RoutingDecision:
-    """With probability exploration_share, one of the other choices the rule path had (the rule's usable
-    alternatives and the fallback the router takes without the rule), drawn uniformly; the
-    decision records the probability of what was chosen, so that later estimates can weigh it.
-    Decisions off the rule path are not explored: they are what the router does anyway."""
-    share = context.exploration_share
-    if decision.path != "rule" or share <= 0:
+    """With probability exploration_share, another choice than the policy's, and the probability of
+    what was chosen recorded, so that later estimates can weigh logged outcomes:
+      - on the rule path, one of the other choices it had (the rule's usable alternatives and the
+        fallback the router takes without the rule), drawn uniformly;
+      - on a fallback whose best rule scored under the threshold by at most exploration_margin, that
+        rule's system: what a lower threshold would choose, which no other decision ever logs.
+    Other fallbacks are not explored: no setting within reach would choose differently."""
+    if context.exploration_share <= 0:
         return decision
+    if decision.path == "rule":
+        return _explore_rule_decision(context, decision, draw)
+    return _explore_near_threshold(context, decision, draw)
+
+
+def _usable(context: RoutingContext, system_id: UUID | None) -> bool:
+    return system_id is not None and system_id in context.active and system_id not in context.blocked
+
+
+def _explore_rule_decision(
+    context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]
+) -> RoutingDecision:
+    share = context.exploration_share
     fallback = _by_capability(context, []) or _by_catch_all(context, [])
     others = [
         s
         for s in dict.fromkeys([context.name_ids.get(n) for n in decision.alternatives] + [fallback.system_id])
-        if s is not None and s != decision.system_id and s in context.active and s not in context.blocked
+        if s != decision.system_id and _usable(context, s)
     ]
     if not others:
         return decision
     if draw() >= share:
         return replace(decision, propensity=round(1.0 - share, 6))
     chosen = others[min(int(draw() * len(others)), len(others) - 1)]
+    note = f"explored ({share:.0%} of rule decisions try another choice)"
+    return _explored(context, decision, chosen, share / len(others), note)
+
+
+def _explore_near_threshold(
+    context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]
+) -> RoutingDecision:
+    share = context.exploration_share
+    rule_system = context.name_ids.get(decision.rule_system) if decision.rule_system else None
+    score = decision.rule_score
+    # A fallback's best rule scored under the threshold (or its systems were unusable: then so is this).
+    near = score is not None and score >= context.threshold - context.exploration_margin
+    if not near or rule_system == decision.system_id or not _usable(context, rule_system):
+        return decision
+    if draw() >= share:
+        return replace(decision, propensity=round(1.0 - share, 6))
+    note = (
+        f"explored ({share:.0%} of fallbacks whose best rule scored within "
+        f"{context.exploration_margin} under the threshold try its system)"
+    )
+    return _explored(context, decision, rule_system, share, note)
+
+
+def _explored(
+    context: RoutingContext, decision: RoutingDecision, chosen: UUID, propensity: float, note: str
+) -> RoutingDecision:
     return replace(
         decision,
         system_id=chosen,
         system_name=context.names[chosen],
-        propensity=round(share / len(others), 6),
+        propensity=round(propensity, 6),
         explored=True,
-        fallbacks=[*decision.fallbacks, f"explored ({share:.0%} of rule decisions try another choice)"],
+        fallbacks=[*decision.fallbacks, note],
     )
 
 
