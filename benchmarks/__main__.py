@@ -20,6 +20,7 @@ BENCHMARKS = (
     "routing_scale",
     "dream_replay",
     "dream_cycle",
+    "governance",
 )
 
 

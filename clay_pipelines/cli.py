@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_payroll_confirm, cli_tars, settings
+from clay_pipelines import cli_governance, cli_payroll_confirm, cli_tars, settings
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -640,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_payroll_commands(commands)
     _add_routing_commands(commands)
     cli_tars.register(commands)
+    cli_governance.register(commands)
     return parser
 
 

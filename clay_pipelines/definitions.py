@@ -7,12 +7,13 @@ the resources it owns); adding one is that folder and one entry in DOMAINS.
 
 import dagster as dg
 
+from clay_pipelines.governance import defs as governance
 from clay_pipelines.payroll import defs as payroll
 from clay_pipelines.platform import defs as platform
 from clay_pipelines.policies import apply_policies
 from clay_pipelines.routing import defs as routing
 from clay_pipelines.tars import defs as tars
 
-DOMAINS = (platform, payroll, routing, tars)
+DOMAINS = (platform, payroll, routing, tars, governance)
 
 defs = apply_policies(dg.Definitions.merge(*(domain.defs for domain in DOMAINS)))

@@ -217,8 +217,8 @@ def test_authenticated_holds_exactly_the_integration_points_grants(fresh_db) -> 
     assert tables == {
         t: ["SELECT"]
         for t in (
-            "executions", "mcp_telemetry_log", "payroll_documents", "payroll_entries", "resources", "routing_rules",
-            "systems", "tenants",
+            "budget_reservations", "executions", "mcp_telemetry_log", "payroll_documents", "payroll_entries",
+            "resources", "routing_rules", "systems", "tenants",
         )
     }  # fmt: skip
     assert updates == 0
@@ -584,3 +584,55 @@ def test_supabases_default_grants_reach_neither_the_tables_nor_the_migration_led
             "WHERE grantee = 'authenticated' AND privilege_type IN ('DELETE', 'TRUNCATE', 'UPDATE')"
         ).fetchall()
     assert (anon, ledger, deletable) == ([], False, [])
+
+
+def test_clients_reserve_complete_and_rate_through_the_functions_and_only_for_their_tenant(
+    fresh_db, database, tenants
+) -> None:
+    alpha, beta = tenants
+    with database.tenant_transaction(alpha) as conn:
+        conn.execute(
+            "INSERT INTO resources (resource_type, window_type, window_start, window_end, total_budget) "
+            "VALUES ('usd_budget', 'monthly', date_trunc('month', now()), date_trunc('month', now()) + "
+            "interval '1 month', 2)"
+        )
+    with api_request(fresh_db.admin_url, claims(alpha)) as conn:
+        held, granted = conn.execute(
+            "SELECT reservation_id, granted FROM clay_reserve_budget('shared', 1.5)"
+        ).fetchone()
+        refused = conn.execute("SELECT granted, refusal IS NOT NULL FROM clay_reserve_budget('shared', 1.0)").fetchone()
+        execution = conn.execute(
+            "INSERT INTO executions (user_request, status, system_name, governance_check, budget_reservation_id) "
+            "VALUES ('summarise the board pack', 'partial', 'shared', '{}', %s) RETURNING id",
+            (held,),
+        ).fetchone()[0]
+    assert granted is True and refused == (False, True)  # 1.5 + 1.0 would pass the $2 window
+    for statement, args in (
+        ("SELECT changed FROM clay_complete_execution(%s, 'success', NULL, NULL)", (execution,)),
+        ("SELECT clay_settle_reservation(%s, 0.4)", (held,)),
+        ("SELECT clay_rate_execution(%s, 5, NULL)", (execution,)),
+    ):
+        with (
+            pytest.raises(psycopg.errors.NoDataFound),
+            api_request(fresh_db.admin_url, claims(beta, "router@beta.com")) as conn,
+        ):
+            conn.execute(statement, args)  # another tenant's ids are not found
+    with api_request(fresh_db.admin_url, claims(alpha)) as conn:
+        completed = conn.execute(
+            "SELECT changed, reservation_settled FROM clay_complete_execution(%s, 'success', '{}'::jsonb, 0.4)",
+            (execution,),
+        ).fetchone()
+        again = conn.execute("SELECT clay_settle_reservation(%s, 0.4)", (held,)).fetchone()
+        rated = conn.execute("SELECT clay_rate_execution(%s, 5, 'spot on')", (execution,)).fetchone()
+    assert (completed, rated) == ((True, True), (True,))
+    assert again == (False,)  # settled once, by the completion
+    with database.tenant_transaction(alpha) as conn:
+        assert conn.execute(
+            "SELECT status, cost_usd, user_satisfaction, user_feedback FROM executions WHERE id = %s", (execution,)
+        ).fetchone() == ("success", Decimal("0.4000"), 5, "spot on")
+        assert conn.execute("SELECT used, reserved FROM resources").fetchone() == (Decimal("0.40"), Decimal("0.00"))
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        api_request(fresh_db.admin_url, claims(alpha)) as conn,
+    ):
+        conn.execute("SELECT clay_expire_reservations(10)")  # the sweeper is this project's, not a client's

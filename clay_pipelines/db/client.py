@@ -50,6 +50,7 @@ class MaintenanceJob(StrEnum):
     SYSTEM_ROLLUPS = "system_rollups"
     SYSTEM_EMBEDDINGS = "system_embeddings"
     LIFECYCLE_PRUNE = "lifecycle_prune"
+    BUDGET_ALERTS = "budget_alerts"
 
 
 def _configure_connection(conn: psycopg.Connection) -> None:

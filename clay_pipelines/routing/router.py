@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,10 +27,13 @@ from uuid import UUID
 import numpy as np
 import psycopg
 
+from clay_pipelines import settings
 from clay_pipelines.db import Database
+from clay_pipelines.governance import budgets
 from clay_pipelines.platform.ledger import ExecutionRecord, log_execution
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.rule_store import LEARNER, SystemCatalog, load_systems
+from clay_pipelines.tars.constitution import constitution_hash
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_CAPABILITY_THRESHOLD = 0.35
@@ -60,10 +64,12 @@ class RoutingDecision:
     rule_system: str | None = None  # what that rule recommends
     propensity: float = 1.0  # the probability that the router's policy made this choice
     explored: bool = False  # chosen by exploration rather than by the rule
+    reservation_id: UUID | None = None  # the budget held for the run (not for a dry run)
+    estimated_cost_usd: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("system_id", "rule_id", "execution_id"):
+        for key in ("system_id", "rule_id", "execution_id", "reservation_id"):
             out[key] = None if out[key] is None else str(out[key])
         return out
 
@@ -247,9 +253,13 @@ def route(
     with db.tenant_transaction(tenant_id) as conn:
         catalog = load_systems(conn)
         context = routing_context(conn, catalog, vector, embedder)
-        decision = decide(context, nearest_rules(conn, vector, embedder, exact=exact))
+        candidates = nearest_rules(conn, vector, embedder, exact=exact)
+        decision = decide(context, candidates)
         if context.exploration_share > 0 and not dry_run:
             decision = explore(context, decision, random.random)
+        if not dry_run:
+            # In the transaction that logs the execution: both commit, or neither.
+            decision = reserve_for(conn, context, candidates, decision)
         if decision.system_id is not None:
             constitution = catalog.constitutions[catalog.ids.index(decision.system_id)]
             decision.approval_actions = list(constitution.get("requires_approval") or [])
@@ -262,6 +272,31 @@ def route(
                     "UPDATE routing_rules SET last_used_at = now(), times_used = times_used + 1 WHERE id = %s",
                     (decision.rule_id,),
                 )
+    return decision
+
+
+def reserve_for(
+    conn: psycopg.Connection, context: RoutingContext, candidates: list[RuleCandidate], decision: RoutingDecision
+) -> RoutingDecision:
+    """Hold the estimated cost of the chosen skill's run; when its budget refuses, the skill is
+    treated as over budget and the decision is made again (the rule's alternatives, then the other
+    paths), until a reservation holds or nothing is left: then a clear refusal."""
+    default = Decimal(settings.default_estimated_cost_usd())
+    ttl = timedelta(seconds=settings.reservation_ttl_seconds())
+    refusals: list[str] = []
+    tried: set[UUID] = set()
+    while decision.system_id is not None and decision.system_id not in tried:
+        tried.add(decision.system_id)
+        estimate = budgets.estimate_cost(conn, decision.rule_id, decision.system_id, default)
+        held = budgets.reserve(conn, decision.system_name or "", estimate, ttl)
+        if held.granted:
+            return replace(decision, reservation_id=held.reservation_id, estimated_cost_usd=float(estimate))
+        refusals.append(f"{decision.system_name}: {held.refusal}")
+        blocked = {**context.blocked, decision.system_id: f"over budget: {held.refusal}"}
+        context = replace(context, blocked=blocked)
+        decision = decide(context, candidates)
+    if refusals:
+        raise budgets.BudgetRefusedError("no budget for this request: " + "; ".join(refusals))
     return decision
 
 
@@ -473,5 +508,10 @@ def _log_execution(
             governance_check=governance,
             status="partial",
             routing_propensity=Decimal(str(decision.propensity)),
+            routing_rule_id=decision.rule_id,
+            constitution_hash=None
+            if decision.system_id is None
+            else constitution_hash(catalog.constitutions[catalog.ids.index(decision.system_id)]),
+            budget_reservation_id=decision.reservation_id,
         ),
     )
