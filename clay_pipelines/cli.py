@@ -201,6 +201,28 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live_hour(args: argparse.Namespace) -> int:
+    from clay_pipelines.db import Database
+    from clay_pipelines.governance.keys import signer
+    from clay_pipelines.sample_world.traffic import live_hour
+
+    if args.requests < 1:
+        raise CommandError(f"--requests must be 1 or more, got {args.requests}", EXIT_BAD_INPUT)
+    target = activate_environment()
+    _require_migrated(target.admin_url)
+    with Database(target.app_url, target.maintenance_url) as db:
+        hour = live_hour(db, _embedder(None), signer(), requests_per_tenant=args.requests, progress=_say)
+    for name in hour.skipped:
+        _say(f"{name}: the live hour already ran for this world; nothing written")
+    if hour.routed:
+        _say(
+            f"live hour: {sum(hour.routed.values())} requests routed with a budget reservation, "
+            f"{sum(hour.settled.values())} settled at completion, {sum(hour.refused.values())} refused for budget, "
+            f"{sum(hour.signed.values())} receipts signed"
+        )
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -534,6 +556,12 @@ def _add_world_commands(commands: argparse._SubParsersAction) -> None:
     seed.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     seed.add_argument("--anchor", type=_iso_date, default=None, help="the day the world's history ends (default today)")
     seed.set_defaults(handler=cmd_seed)
+
+    live = commands.add_parser(
+        "live-hour", help="the sample world's live hour: route, reserve, execute, settle and sign (once per world)"
+    )
+    live.add_argument("--requests", type=int, default=12, help="requests per tenant (default 12)")
+    live.set_defaults(handler=cmd_live_hour)
 
     run = commands.add_parser("run", help="materialize every asset, all partitions, and print a summary")
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")

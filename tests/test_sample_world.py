@@ -205,3 +205,28 @@ def test_a_world_the_pipelines_built_on_is_not_replaced_underneath_them(world_db
     with world_db.admin() as conn:  # nothing half-done
         assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 20_000
         assert conn.execute("SELECT count(*) FROM sample_world_loads").fetchone()[0] == 1
+
+
+def test_the_live_hour_routes_reserves_completes_settles_and_signs_once(world_db, tmp_path: Path) -> None:
+    from clay_pipelines.governance import keys
+    from clay_pipelines.routing.embeddings import HashingEmbedder
+    from clay_pipelines.sample_world.traffic import live_hour
+
+    signing = keys.file_signer(tmp_path / "keys")
+    with world_db.database() as db:
+        with db.unscoped_transaction() as conn:
+            keys.register(conn, signing)
+        first = live_hour(db, HashingEmbedder(), signing, requests_per_tenant=3)
+        again = live_hour(db, HashingEmbedder(), signing, requests_per_tenant=3)
+    names = [t.name for t in catalog.TENANTS]
+    assert {n: first.routed.get(n, 0) + first.refused.get(n, 0) for n in names} == dict.fromkeys(names, 3)
+    assert (again.skipped, again.routed) == (names, {})  # once per world: nothing written the second time
+    with world_db.admin() as conn:
+        live = conn.execute(
+            "SELECT count(*), count(completed_at), count(receipt_signature) FROM executions "
+            "WHERE budget_reservation_id IS NOT NULL"
+        ).fetchone()
+        reservations = dict(conn.execute("SELECT status, count(*) FROM budget_reservations GROUP BY status").fetchall())
+    routed = sum(first.routed.values())
+    assert live == (routed, routed, sum(first.signed.values())) and routed > 0
+    assert reservations == {"settled": routed} == {"settled": sum(first.settled.values())}
