@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(BIN)/clay db migrate
 	$(BIN)/clay seed
 	$(BIN)/clay run
+	$(BIN)/clay live-hour
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

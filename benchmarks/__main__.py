@@ -21,6 +21,7 @@ BENCHMARKS = (
     "dream_replay",
     "dream_cycle",
     "lifecycle",
+    "governance",
 )
 
 

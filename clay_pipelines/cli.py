@@ -24,7 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_lifecycle, cli_tars, settings
+from clay_pipelines import cli_governance, cli_lifecycle, cli_payroll_confirm, cli_tars, settings
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -198,6 +198,28 @@ def cmd_seed(args: argparse.Namespace) -> int:
         f"  payroll inbox      {summary.payroll['documents']} PDFs, {summary.payroll['entries']} entries, "
         f"{summary.payroll['employees']} employees: {summary.payroll['inbox']}"
     )
+    return 0
+
+
+def cmd_live_hour(args: argparse.Namespace) -> int:
+    from clay_pipelines.db import Database
+    from clay_pipelines.governance.keys import signer
+    from clay_pipelines.sample_world.traffic import live_hour
+
+    if args.requests < 1:
+        raise CommandError(f"--requests must be 1 or more, got {args.requests}", EXIT_BAD_INPUT)
+    target = activate_environment()
+    _require_migrated(target.admin_url)
+    with Database(target.app_url, target.maintenance_url) as db:
+        hour = live_hour(db, _embedder(None), signer(), requests_per_tenant=args.requests, progress=_say)
+    for name in hour.skipped:
+        _say(f"{name}: the live hour already ran for this world; nothing written")
+    if hour.routed:
+        _say(
+            f"live hour: {sum(hour.routed.values())} requests routed with a budget reservation, "
+            f"{sum(hour.settled.values())} settled at completion, {sum(hour.refused.values())} refused for budget, "
+            f"{sum(hour.signed.values())} receipts signed"
+        )
     return 0
 
 
@@ -496,6 +518,7 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
             calibrate_path=args.calibrate,
             calibrate_oos_path=args.calibrate_oos,
             dream_nights=args.dream_nights,
+            oos_history_path=args.oos_history,
             progress=(lambda _: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True)),
         )
     except EvaluationInputError as error:
@@ -534,6 +557,12 @@ def _add_world_commands(commands: argparse._SubParsersAction) -> None:
     seed.add_argument("--anchor", type=_iso_date, default=None, help="the day the world's history ends (default today)")
     seed.set_defaults(handler=cmd_seed)
 
+    live = commands.add_parser(
+        "live-hour", help="the sample world's live hour: route, reserve, execute, settle and sign (once per world)"
+    )
+    live.add_argument("--requests", type=int, default=12, help="requests per tenant (default 12)")
+    live.set_defaults(handler=cmd_live_hour)
+
     run = commands.add_parser("run", help="materialize every asset, all partitions, and print a summary")
     run.add_argument("--select", nargs="*", metavar="ASSET", help="only these assets (e.g. monitoring/tool_health)")
     run.set_defaults(handler=cmd_run)
@@ -571,6 +600,7 @@ def _add_payroll_commands(commands: argparse._SubParsersAction) -> None:
     pending.add_argument("--all", action="store_true", help="every file, with its state, not only those waiting")
     pending.add_argument("--json", action="store_true", help="print JSON")
     pending.set_defaults(handler=cmd_payroll_pending)
+    cli_payroll_confirm.register(payroll_commands)
 
     approve = commands.add_parser("approve", help="approve (or reject) what waits for ARM-mode approval")
     approve_commands = approve.add_subparsers(dest="approve_command", required=True, metavar="WHAT")
@@ -617,6 +647,12 @@ def _add_routing_commands(commands: argparse._SubParsersAction) -> None:
     routing.add_argument(
         "--dream-nights", type=int, default=0, help="spread the history over 28 days and dream N nights (0-7)"
     )
+    routing.add_argument(
+        "--oos-history",
+        type=Path,
+        default=None,
+        help="CSV text: with --dream-nights, requests that fit no label, logged as the catch-all's successes",
+    )
     routing.add_argument("--json", action="store_true", help="one line of JSON, no progress")
     routing.set_defaults(handler=cmd_eval_routing)
     cli_tars.register_eval(eval_commands)
@@ -633,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_routing_commands(commands)
     cli_tars.register(commands)
     cli_lifecycle.register(commands)
+    cli_governance.register(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ the resources it owns); adding one is that folder and one entry in DOMAINS.
 
 import dagster as dg
 
+from clay_pipelines.governance import defs as governance
 from clay_pipelines.lifecycle import defs as lifecycle
 from clay_pipelines.payroll import defs as payroll
 from clay_pipelines.platform import defs as platform
@@ -14,6 +15,6 @@ from clay_pipelines.policies import apply_policies
 from clay_pipelines.routing import defs as routing
 from clay_pipelines.tars import defs as tars
 
-DOMAINS = (platform, payroll, routing, tars, lifecycle)
+DOMAINS = (platform, payroll, routing, tars, lifecycle, governance)
 
 defs = apply_policies(dg.Definitions.merge(*(domain.defs for domain in DOMAINS)))

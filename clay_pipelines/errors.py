@@ -24,8 +24,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     tenant): the command line prints each as one line and exits with EXIT_BAD_INPUT. One list, in
     one place; imported late so that `clay --help` stays quick."""
     from clay_pipelines.db import TenantRequiredError, UnknownTenantError
+    from clay_pipelines.governance.budgets import BudgetRefusedError
+    from clay_pipelines.governance.completion import ExecutionError
+    from clay_pipelines.governance.keys import ReceiptKeyError
     from clay_pipelines.payroll.approval import ApprovalError
     from clay_pipelines.routing.evaluation import EvaluationInputError
+    from clay_pipelines.sample_world.loader import WorldReplacementError
     from clay_pipelines.tars.amendments import AmendmentError
     from clay_pipelines.tars.constitution import ConstitutionError
     from clay_pipelines.tars.decision import DecisionRuleError
@@ -38,4 +42,8 @@ def user_errors() -> tuple[type[Exception], ...]:
         ConstitutionError,
         DecisionRuleError,
         EvaluationInputError,
+        ExecutionError,
+        BudgetRefusedError,
+        ReceiptKeyError,
+        WorldReplacementError,
     )

@@ -116,6 +116,36 @@ def variables() -> tuple[Variable, ...]:
         ),
         Variable(name="BAMBOOHR_BASE_URL", default=None, meaning="another BambooHR gateway (a proxy, a test server)"),
         *_limit_variables(),
+        Variable(
+            name="CLAY_DEFAULT_ESTIMATED_COST_USD",
+            default="0.05",
+            meaning="budget reserved for a run when neither its rule nor its skill has an average cost",
+        ),
+        Variable(
+            name="CLAY_RESERVATION_TTL_SECONDS",
+            default="900",
+            meaning="a budget reservation's life; the sweeper releases it after that unless settled",
+        ),
+        Variable(
+            name="CLAY_RECEIPT_KEY_DIR",
+            default=None,
+            meaning="folder of the receipt signing keys, files of mode 0600 (default STATE_DIR/receipt_keys)",
+        ),
+        Variable(
+            name="CLAY_RECEIPT_SIGNER",
+            default=None,
+            meaning="module:callable returning the receipt signer (a KMS hook); unset: the key file",
+        ),
+        Variable(
+            name="CLAY_RECEIPT_CHECKPOINT_DIR",
+            default=None,
+            meaning="where signed receipt checkpoints are exported (default STATE_DIR/receipt_checkpoints)",
+        ),
+        Variable(
+            name="CLAY_RECEIPT_PENDING_LIMIT_MINUTES",
+            default="60",
+            meaning="a completed execution unsigned for longer is flagged by receipt verification",
+        ),
         Variable(name="CLAY_LOG_LEVEL", default="WARNING", meaning="the command line's log level"),
         Variable(name="CLAY_DEBUG", default=None, meaning="1: tracebacks instead of one-line errors"),
         Variable(
@@ -199,6 +229,30 @@ def dagster_home() -> Path:
 def sample_world_dir() -> Path:
     """The sample world's files: payroll inbox, employee directories, ground truth."""
     return state_dir() / "world"
+
+
+def receipt_key_dir() -> Path:
+    return Path(env("CLAY_RECEIPT_KEY_DIR") or state_dir() / "receipt_keys").resolve()
+
+
+def receipt_checkpoint_dir() -> Path:
+    return Path(env("CLAY_RECEIPT_CHECKPOINT_DIR") or state_dir() / "receipt_checkpoints").resolve()
+
+
+def receipt_signer_hook() -> str | None:
+    return env("CLAY_RECEIPT_SIGNER")
+
+
+def default_estimated_cost_usd() -> str:
+    return env("CLAY_DEFAULT_ESTIMATED_COST_USD") or "0.05"
+
+
+def reservation_ttl_seconds() -> int:
+    return int(env("CLAY_RESERVATION_TTL_SECONDS") or 900)
+
+
+def receipt_pending_limit_minutes() -> int:
+    return int(env("CLAY_RECEIPT_PENDING_LIMIT_MINUTES") or 60)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -84,7 +84,9 @@ def build(db: Database, threshold: float = 0.6) -> None:
             )
 
 
-def add_executions(db: Database, tenant_id: uuid.UUID, rows: list[tuple[str, str, str]], days_ago: int = 5) -> None:
+def add_executions(
+    db: Database, tenant_id: uuid.UUID, rows: list[tuple[str, str, str]], days_ago: int = 5, cost: str = "0.0100"
+) -> None:
     """rows: (request, system name, status); embedded with the hashing embedder."""
     embedder = HashingEmbedder()
     vectors = embedder.encode([r[0] for r in rows])
@@ -105,7 +107,7 @@ def add_executions(db: Database, tenant_id: uuid.UUID, rows: list[tuple[str, str
                     status,
                     start + timedelta(minutes=i),
                     start + timedelta(minutes=i, milliseconds=700 + 10 * (i % 7)),
-                    Decimal("0.0100"),
+                    Decimal(cost),
                     5 if status == "success" else 2,
                 )
                 for i, ((text, system, status), vector) in enumerate(zip(rows, vectors, strict=True))
@@ -122,3 +124,12 @@ def payroll_rows(n_bot: int = 60, n_generalist: int = 30) -> list[tuple[str, str
 
 def email_rows(n: int = 80) -> list[tuple[str, str, str]]:
     return [(text, "writer", "failed" if i % 20 == 19 else "success") for i, text in enumerate(email_texts(n))]
+
+
+def rewrite_completed_costs(test_db, cost: float) -> None:
+    """Test set-up only: a completed execution's cost is final (the execution_guard trigger), so the
+    fixture's history is rewritten by the owner with the guard off."""
+    with test_db.admin() as conn, conn.transaction():
+        conn.execute("ALTER TABLE executions DISABLE TRIGGER execution_guard")
+        conn.execute("UPDATE executions SET cost_usd = %s", (cost,))
+        conn.execute("ALTER TABLE executions ENABLE TRIGGER execution_guard")

@@ -178,7 +178,7 @@ def test_run_select_names_an_unknown_or_external_asset() -> None:
     assert unknown.returncode == 2
     assert unknown.stderr.count("\n") == 1
     assert unknown.stderr.startswith(
-        "clay: error: --select: unknown asset nosuch/asset (assets: lifecycle/execution_aging,"
+        "clay: error: --select: unknown asset nosuch/asset (assets: governance/budget_alerts,"
     )
     typo = clay("run", "--select", "monitoring/tool_healht")
     assert (typo.returncode, typo.stderr.strip()) == (

@@ -118,3 +118,26 @@ def test_eval_routing_dreams_nights_over_spread_history(tmp_path) -> None:
     assert [night["night"] for night in result["dream_nights"]] == sorted(n["night"] for n in result["dream_nights"])
     assert len(result["dream_nights"]) == 2
     assert 0.05 <= result["dreamed_threshold"] <= 0.95 and 0 <= result["accuracy"] <= 1
+
+
+def test_dream_nights_history_holds_the_catch_alls_fallbacks_and_what_it_served(tmp_path) -> None:
+    import numpy as np
+    import pytest
+
+    from clay_pipelines.routing.embeddings import HashingEmbedder
+    from clay_pipelines.routing.evaluation import (
+        FALLBACK_SHARE,
+        EvaluationInputError,
+        _catch_all_executions,
+        evaluate_routing,
+    )
+
+    train = [(f"text {i}", "a") for i in range(50)]
+    rows = _catch_all_executions(train, [("will it rain", "")], np.random.default_rng(0))
+    failed = [text for text, label, status in rows if status == "failed"]
+    assert len(failed) == round(FALLBACK_SHARE * 50) == 5 and len(set(failed)) == 5
+    assert set(failed) <= {text for text, _ in train}
+    assert all(label is None for _, label, _ in rows)  # None: the catch-all
+    assert rows[-1] == ("will it rain", None, "success")
+    with pytest.raises(EvaluationInputError, match="give --dream-nights too"):
+        evaluate_routing(tmp_path / "t.csv", tmp_path / "t.csv", HashingEmbedder(), oos_history_path=tmp_path / "o.csv")

@@ -148,9 +148,10 @@ def test_a_guardrail_breach_after_a_promotion_rolls_it_back_once(acme) -> None:
         before = am.effective(conn, "clay-consigliere").hash
     _promote(acme)
     # After the promotion: every request fails, ten times dearer.
-    world.add_executions(acme, world.ACME, [(t, "payroll-bot", "failed") for t in world.payroll_texts(60)], days_ago=0)
+    world.add_executions(
+        acme, world.ACME, [(t, "payroll-bot", "failed") for t in world.payroll_texts(60)], days_ago=0, cost="0.1"
+    )
     with acme.tenant_transaction(world.ACME) as conn:
-        conn.execute("UPDATE executions SET cost_usd = 0.1 WHERE started_at > now() - interval '1 hour'")
         conn.execute("UPDATE amendment_watches SET opened_at = now() - interval '1 hour'")
     later = datetime.now(UTC) + timedelta(hours=2)
     with acme.tenant_transaction(world.ACME) as conn:

@@ -278,8 +278,8 @@ def test_promote_reject_and_inconclusive_follow_from_the_confirmed_figures() -> 
     assert satisfies(record)
 
 
-def test_a_window_smaller_than_the_mde_needs_is_at_most_inconclusive() -> None:
-    record = _decide({"mde": 0.05})
+def test_a_rule_requiring_power_makes_a_window_smaller_than_the_mde_needs_at_most_inconclusive() -> None:
+    record = _decide({"mde": 0.05, "require_power": True})
     better = record["proposals"][0]
     assert better["confirmation"]["power"]["adequate"] is False
     assert better["confirmation"]["power"]["required_requests"] > better["confirmation"]["power"]["half_b_requests"]
@@ -287,6 +287,17 @@ def test_a_window_smaller_than_the_mde_needs_is_at_most_inconclusive() -> None:
     assert record["proposals"][1]["outcome"] == REJECT  # a rejection needs no power
     assert record["promote"] is None
     assert satisfies(record)
+
+
+def test_by_default_a_confirmed_gain_promotes_in_a_window_smaller_than_the_mde_needs() -> None:
+    record = _decide({"mde": 0.05})
+    better = record["proposals"][0]
+    assert better["confirmation"]["power"]["adequate"] is False  # reported
+    assert better["outcome"] == PROMOTE  # the test still held alpha
+    assert record["promote"] == better["hash"]
+    assert satisfies(record)
+    strict = {**record["rule"], "require_power": True}
+    assert not satisfies({**record, "rule": strict, "rule_hash": rule_hash(strict)})  # outcome follows the rule
 
 
 def test_only_the_top_k_positive_and_distinct_proposals_are_confirmed() -> None:
@@ -311,8 +322,16 @@ def test_only_the_top_k_positive_and_distinct_proposals_are_confirmed() -> None:
     assert [e["selected"] for e in entries] == [i in top_two for i in range(3)] + [False, False]
     assert entries[3]["selection"]["duplicate_of"] == entries[0]["hash"]
     assert not entries[4]["selection"]["eligible"]  # no gain: same systems, more fallbacks
-    assert [e["outcome"] for e in entries if not e["selected"]] == [NOT_SELECTED] * 3
+    unselected = [e for e in entries if not e["selected"]]
+    assert [e["outcome"] for e in unselected[:-1]] == [NOT_SELECTED] * 2
+    # More fallbacks and nothing gained: half A already shows the fallback-rate guardrail breached.
+    assert entries[4]["outcome"] == REJECT
+    assert entries[4]["selection"]["rejection"]["breached"] == ["fallback_rate"]
+    assert entries[4]["selection"]["rejection"]["level"] == pytest.approx(1 - 0.025 / 5)
     assert satisfies(record)
+    tampered = copy.deepcopy(record)
+    tampered["proposals"][4]["outcome"] = NOT_SELECTED
+    assert any("outcome not_selected but its figures give reject" in v for v in violations(tampered))
 
 
 def test_satisfies_recomputes_every_outcome_from_the_record() -> None:

@@ -229,3 +229,24 @@ def test_intervals_cover_both_ends_where_choices_are_unsupported() -> None:
     # The widening at each end is less than the two-sided value: the gap is an interval, not noise.
     se_optimistic = est.se(optimistic=True)[1, SUCCESS]
     assert upper[1, SUCCESS] - est.optimistic_point[1, SUCCESS] < z * se_optimistic
+
+
+def test_choices_weighted_beyond_max_weight_are_valued_by_the_model_alone() -> None:
+    # max_weight 1.5: only the propensity-0.8 row (weight 1.25) keeps its residual; the 0.5 one
+    # (weight 2) is switched to the model.
+    est = _estimate(max_weight=1.5)
+    assert est.point[0, SUCCESS] == pytest.approx((1.0625 + 0.75 + 1.0 + 1.0) / 4)
+    assert est.point[1, SUCCESS] == pytest.approx((0.5 + 0.75 + 1.0 + 0.5) / 4)
+    with pytest.raises(EstimationError, match=r"max_weight=0\.5 must be at least 1"):
+        _estimate(max_weight=0.5)
+
+
+def test_a_system_that_requires_no_approval_has_a_blocked_bound_of_zero_where_unsupported() -> None:
+    unseen = Arm(name="unseen", system=np.array([C, C, C, C]), fallback=np.zeros(4, dtype=bool))
+    bounded = _estimate(arms=(CURRENT, unseen))
+    assert bounded.unsupported[1, BLOCKED] == 1.0 and bounded.point[1, BLOCKED] == 1.0  # nothing known
+    known = _estimate(arms=(CURRENT, unseen), unblockable=[False, False, True])
+    assert known.point[1, BLOCKED] == 0.0  # the constitution says governance cannot block C
+    assert known.point[1, SUCCESS] == 0.0  # success stays at its pessimistic bound
+    with pytest.raises(EstimationError, match="unblockable names 2 systems, not 3"):
+        _estimate(unblockable=[True, False])

@@ -64,15 +64,17 @@ def test_budget_alert_is_sent_once(dagster_env) -> None:
     resources = {"postgres": PostgresResource(app_dsn=dagster_env.app_url, maintenance_dsn=dagster_env.maintenance_url)}
     with dg.instance_for_test() as instance:
         first = dg.materialize([budget_usage], instance=instance, resources=resources)
-        second = dg.materialize([budget_usage], instance=instance, resources=resources)
+        dg.materialize([budget_usage], instance=instance, resources=resources)
     metadata = first.asset_materializations_for_node("monitoring__budget_usage")[0].metadata
     assert metadata["open_windows"].value == 2
     assert metadata["over_threshold"].value == 1
-    assert metadata["alerts_sent_now"].value == 1
-    again = second.asset_materializations_for_node("monitoring__budget_usage")[0].metadata
-    assert again["alerts_sent_now"].value == 0
+    # One alert path: the database raised the alert as the window crossed its threshold (the closed
+    # window too, when it was written); the report writes none of its own, however often it runs.
+    assert metadata["rows_written"].value == 0
     with dagster_env.admin() as conn:
-        assert conn.execute("SELECT id FROM resources WHERE alert_sent").fetchall() == [(over,)]
+        alerted = {r[0] for r in conn.execute("SELECT id FROM resources WHERE alert_sent")}
+        assert {r[0] for r in conn.execute("SELECT resource_id FROM budget_alerts")} == alerted
+        assert over in alerted and len(alerted) == 2
     check = first.get_asset_check_evaluations()[0]
     assert (check.check_name, check.passed) == ("no_budget_overdrawn", True)
 

@@ -66,3 +66,28 @@ def test_no_exploration_off_the_rule_path_or_without_another_usable_choice() -> 
     blocked = _context(0.5, blocked={CLAY: "spent"})
     alone = explore(blocked, decide(blocked, [lonely]), _draws(0.0, 0.0))
     assert (alone.system_name, alone.propensity) == ("payroll", 1.0)
+
+
+NEAR = RuleCandidate(**{**RULE.__dict__, "confidence": 0.8, "similarity": 0.45, "member_similarity": 0.9})  # 0.45
+
+
+def test_a_fallback_whose_best_rule_scored_just_under_the_threshold_tries_that_rules_system() -> None:
+    context = _context(0.1)  # threshold 0.5, margin 0.1
+    base = decide(context, [NEAR])
+    assert (base.path, base.system_name, base.rule_system) == ("catch_all", "clay", "payroll")
+    kept = explore(context, base, _draws(0.5))
+    tried = explore(context, base, _draws(0.05))
+    assert (kept.system_name, kept.propensity, kept.explored) == ("clay", 0.9, False)
+    assert (tried.system_name, tried.propensity, tried.explored, tried.path) == ("payroll", 0.1, True, "catch_all")
+    assert tried.fallbacks[-1].startswith("explored (10% of fallbacks whose best rule scored within 0.1")
+
+
+def test_fallbacks_far_under_the_threshold_or_with_an_unusable_rule_system_are_not_explored() -> None:
+    context = _context(0.1)
+    far = RuleCandidate(**{**NEAR.__dict__, "similarity": 0.3})  # scores 0.3 < 0.5 - 0.1
+    assert explore(context, decide(context, [far]), _draws(0.0)).propensity == 1.0
+    blocked = _context(0.1, blocked={PAYROLL: "payroll is over budget"})
+    unusable = explore(blocked, decide(blocked, [NEAR]), _draws(0.0))
+    assert (unusable.system_name, unusable.propensity, unusable.explored) == ("clay", 1.0, False)
+    off = _context(0.0)
+    assert explore(off, decide(off, [NEAR]), _draws(0.0)).system_name == "clay"

@@ -138,10 +138,10 @@ def test_router_paths_and_the_reason_for_every_fallback(acme) -> None:
     assert len(decision.fallbacks) == 2 and decision.fallbacks[1].startswith("nearest capability ")
 
 
-def test_over_budget_system_falls_back_to_the_alternative(acme) -> None:
+def test_over_budget_system_falls_back_to_the_alternative(acme, fresh_db) -> None:
     learn_rules_full(acme, world.ACME, MODEL, "hashing")
+    world.rewrite_completed_costs(fresh_db, 0)  # only the spend below counts this month
     with acme.tenant_transaction(world.ACME) as conn:
-        conn.execute("UPDATE executions SET cost_usd = 0")  # only the spend below counts this month
         conn.execute(
             "INSERT INTO resources (resource_type, window_type, window_start, window_end, total_budget, used, "
             "system_quotas) VALUES ('usd_budget', 'monthly', date_trunc('month', now()), "

@@ -9,7 +9,9 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from clay_pipelines.sample_world import WorldParameters, catalog, generator, load_world, payroll_docs
+import pytest
+
+from clay_pipelines.sample_world import WorldParameters, catalog, generator, load_world, loader, payroll_docs
 
 from .conftest import WORLD_ANCHOR
 
@@ -175,3 +177,56 @@ def test_payroll_pdfs_are_reproducible_and_their_truth_adds_up(tmp_path: Path) -
         assert sum(Decimal(e["amount"]) for e in truth["entries"]) == Decimal(truth["total"])
         assert all(e["expected_employee_id"] for e in truth["entries"])
     assert layouts == {"register": 4, "statement": 3}
+
+
+def test_a_world_generated_by_other_code_is_replaced(world_db, tmp_path: Path) -> None:
+    with world_db.admin() as conn:
+        conn.execute("UPDATE sample_world_loads SET world_sha256 = 'generated-by-an-older-catalog'")
+    with world_db.database() as db:
+        summary = load_world(db, WorldParameters(seed=7, scale=1, anchor=ANCHOR), tmp_path, progress=lambda _: None)
+        again = load_world(db, WorldParameters(seed=7, scale=1, anchor=ANCHOR), tmp_path, progress=lambda _: None)
+    assert (summary.loaded, again.loaded) == (True, False)
+    with world_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 20_000
+        latest = conn.execute("SELECT world_sha256 FROM sample_world_loads ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert latest == loader.world_fingerprint()
+
+
+def test_a_world_the_pipelines_built_on_is_not_replaced_underneath_them(world_db, tmp_path: Path) -> None:
+    with world_db.admin() as conn:
+        tenant, execution = conn.execute("SELECT tenant_id, id FROM executions ORDER BY id LIMIT 1").fetchone()
+        conn.execute(
+            "INSERT INTO payroll_documents (tenant_id, source_file, content_hash, version, status, execution_id) "
+            "VALUES (%s, 'register.pdf', 'abc', 1, 'extracted', %s)",
+            (tenant, execution),
+        )
+    with world_db.database() as db, pytest.raises(loader.WorldReplacementError, match="1 payroll document"):
+        load_world(db, WorldParameters(seed=9, scale=1, anchor=ANCHOR), tmp_path, progress=lambda _: None)
+    with world_db.admin() as conn:  # nothing half-done
+        assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 20_000
+        assert conn.execute("SELECT count(*) FROM sample_world_loads").fetchone()[0] == 1
+
+
+def test_the_live_hour_routes_reserves_completes_settles_and_signs_once(world_db, tmp_path: Path) -> None:
+    from clay_pipelines.governance import keys
+    from clay_pipelines.routing.embeddings import HashingEmbedder
+    from clay_pipelines.sample_world.traffic import live_hour
+
+    signing = keys.file_signer(tmp_path / "keys")
+    with world_db.database() as db:
+        with db.unscoped_transaction() as conn:
+            keys.register(conn, signing)
+        first = live_hour(db, HashingEmbedder(), signing, requests_per_tenant=3)
+        again = live_hour(db, HashingEmbedder(), signing, requests_per_tenant=3)
+    names = [t.name for t in catalog.TENANTS]
+    assert {n: first.routed.get(n, 0) + first.refused.get(n, 0) for n in names} == dict.fromkeys(names, 3)
+    assert (again.skipped, again.routed) == (names, {})  # once per world: nothing written the second time
+    with world_db.admin() as conn:
+        live = conn.execute(
+            "SELECT count(*), count(completed_at), count(receipt_signature) FROM executions "
+            "WHERE budget_reservation_id IS NOT NULL"
+        ).fetchone()
+        reservations = dict(conn.execute("SELECT status, count(*) FROM budget_reservations GROUP BY status").fetchall())
+    routed = sum(first.routed.values())
+    assert live == (routed, routed, sum(first.signed.values())) and routed > 0
+    assert reservations == {"settled": routed} == {"settled": sum(first.settled.values())}

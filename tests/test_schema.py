@@ -90,6 +90,15 @@ EXPECTED_COLUMNS: dict[str, list[tuple[str, str, bool, str | None, str | None]]]
         ("request_embedding_compact", "halfvec", False, None, None),  # addition: lifecycle (WARM, COLD)
         ("archive_id", "uuid", False, None, None),  # addition: lifecycle (ARCHIVED, PRUNED)
         ("content_erased_at", "timestamp with time zone", False, None, None),  # addition: erasure on request
+        # additions (019): the execution path
+        ("routing_rule_id", "uuid", False, None, None),
+        ("constitution_hash", "text", False, None, None),
+        ("budget_reservation_id", "uuid", False, None, None),
+        ("receipt_hash", "text", False, None, None),
+        ("receipt_previous_hash", "text", False, None, None),
+        ("receipt_key_id", "text", False, None, None),
+        ("receipt_seq", "bigint", False, None, None),
+        ("receipt_signed_at", "timestamp with time zone", False, None, None),
     ],
     "routing_rules": [
         ("id", "uuid", True, UUID4, None),
@@ -257,6 +266,9 @@ EXPECTED_FOREIGN_KEYS = {(table, "tenant_id", "tenants") for table in EXPECTED_C
     ("dreams", "amendment_id", "constitutional_amendments"),  # addition
     ("dreams", "pending_amendment_id", "pending_amendments"),  # addition
     ("executions", "archive_id", "lifecycle_archives"),  # addition: lifecycle
+    ("executions", "routing_rule_id", "routing_rules"),  # addition
+    ("executions", "budget_reservation_id", "budget_reservations"),  # addition
+    ("executions", "receipt_key_id", "receipt_keys"),  # addition
 }
 EXPECTED_UNIQUE = {("tenants", "domain"), ("systems", "name")}
 

@@ -50,6 +50,7 @@ class MaintenanceJob(StrEnum):
     SYSTEM_ROLLUPS = "system_rollups"
     SYSTEM_EMBEDDINGS = "system_embeddings"
     LIFECYCLE_PRUNE = "lifecycle_prune"
+    BUDGET_ALERTS = "budget_alerts"
 
 
 def _configure_connection(conn: psycopg.Connection) -> None:
@@ -72,7 +73,8 @@ def _scope_transaction(
     conn: psycopg.Connection, role: str, tenant: str, limits: settings.TransactionLimits, job: str | None = None
 ) -> None:
     """Everything a transaction states about itself, in one round trip, all transaction-local."""
-    values = {"role": role, "app.tenant_id": tenant}
+    # No JWT claims: they would make clay_current_tenant() ignore app.tenant_id (migration 021).
+    values = {"role": role, "app.tenant_id": tenant, "request.jwt.claims": ""}
     if job:
         values["application_name"] = f"clay:{job}"
     for name, value in limits.as_settings().items():

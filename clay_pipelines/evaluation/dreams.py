@@ -28,6 +28,7 @@ against its true value and how often the 90% interval covers it (both worlds).
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -53,6 +54,7 @@ SYSTEMS = tuple(spec.name for spec in CATALOG)
 CATCH_ALL = SYSTEMS.index(CATCH_ALL_SYSTEM)
 ROUTER = next(spec for spec in CATALOG if spec.name == CATCH_ALL_SYSTEM).constitution()
 REQUIRES_APPROVAL = {spec.name: set(spec.requires_approval) for spec in CATALOG}
+UNBLOCKABLE = [not spec.requires_approval for spec in CATALOG]  # governance can never block these
 APPROVED = 0.93  # share of gated requests a person approves (as the sample world's generator has it)
 EXPLORATION_SHARE = 0.05
 HISTORY_DAYS = 28
@@ -309,7 +311,7 @@ def base_context() -> RoutingContext:
     )
 
 
-def generate(world: World, rng: np.random.Generator, days: int, label: str, explore_fallbacks: bool = False) -> Log:
+def generate(world: World, rng: np.random.Generator, days: int, label: str) -> Log:
     """`days` of requests logged under today's settings, with exploration and propensities."""
     per_day = MIN_PER_DAY + rng.poisson(rng.uniform(5, 35), days)
     n = int(per_day.sum())
@@ -321,7 +323,7 @@ def generate(world: World, rng: np.random.Generator, days: int, label: str, expl
         ],
         capabilities=[_capabilities(world, int(k), rng) for k in kind],
     )
-    logged, propensity = _log_choices(requests, rng, explore_fallbacks)
+    logged, propensity = _log_choices(requests, rng)
     outcomes = _outcomes(world, micro, kind, logged, propensity, rng)
     return Log(ids=[f"{label}/{i}" for i in range(n)], requests=requests, outcomes=outcomes)
 
@@ -367,12 +369,8 @@ def _capabilities(world: World, kind: int, rng: np.random.Generator) -> list[tup
     ]
 
 
-def _log_choices(
-    requests: ReplayRequests, rng: np.random.Generator, explore_fallbacks: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """What the router chose and with what probability: decide(), then explore(). With
-    explore_fallbacks (not what the router does), a fallback decision also tries the nearest rule's
-    system with the same share: the logging a threshold decrease needs to be supported."""
+def _log_choices(requests: ReplayRequests, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """What the router chose and with what probability: decide(), then explore()."""
     index = {name: i for i, name in enumerate(SYSTEMS)}
     current: list[list[tuple[UUID, str, float]]] = [[]]
     context = replace(base_context(), nearest_capabilities=lambda: current[0])
@@ -382,10 +380,6 @@ def _log_choices(
         current[0] = capabilities
         decision = explore(context, decide(context, candidates), rng.random)
         logged[i], propensity[i] = index[decision.system_name], decision.propensity
-        if explore_fallbacks and decision.path != "rule" and decision.rule_system not in (None, decision.system_name):
-            tried = rng.random() < EXPLORATION_SHARE
-            logged[i] = index[decision.rule_system] if tried else logged[i]
-            propensity[i] = EXPLORATION_SHARE if tried else 1 - EXPLORATION_SHARE
     return logged, propensity
 
 
@@ -428,14 +422,12 @@ def true_success(world: World, clusters: np.ndarray, systems: np.ndarray) -> flo
     return float(values.mean())
 
 
-def run_seed(
-    seed: int, planted: bool, bootstrap: int, rule: dict[str, Any] | None = None, explore_fallbacks: bool = False
-) -> dict[str, Any]:
+def run_seed(seed: int, planted: bool, bootstrap: int, rule: dict[str, Any] | None = None) -> dict[str, Any]:
     """One tenant-night of one world: the decision, and every figure the evaluation needs."""
     world = build_world(seed, planted)
     rng = np.random.default_rng([seed, 2 if planted else 3])
-    history = generate(world, rng, HISTORY_DAYS, "history", explore_fallbacks)
-    window = generate(world, rng, WINDOW_DAYS, "window", explore_fallbacks)
+    history = generate(world, rng, HISTORY_DAYS, "history")
+    window = generate(world, rng, WINDOW_DAYS, "window")
     cycle_id = f"dream-eval/{'planted' if planted else 'aa'}/{seed}"
     rule = {**DEFAULT_RULE, "bootstrap": bootstrap, **(rule or {})}
     planned = plan(ROUTER, cycle_id, PROPOSALS)
@@ -452,6 +444,7 @@ def run_seed(
         clusters=len(world.micro_weight),
         systems=len(SYSTEMS),
         history_ids=history.ids,
+        unblockable=UNBLOCKABLE,
     )
     truths = [true_success(world, window.outcomes.cluster, arm.system) for arm in arms]
     effects = {arm.name: truths[i] - truths[0] for i, arm in enumerate(arms)}
@@ -469,12 +462,12 @@ def run_seed(
         "first_proposal_true_effect": effects[arms[1].name],
         "first_proposal_changed_share": float((arms[1].system != arms[0].system).mean()),
         "rule_violations": len(violations(record)),
-        "estimates": _full_window(world, window, history, arms, truths, bootstrap, cycle_id),
+        "estimates": _full_window(world, window, history, arms, truths, rule, cycle_id),
     }
 
 
 def _full_window(
-    world: World, window: Log, history: Log, arms: list[Arm], truths: list[float], bootstrap: int, cycle_id: str
+    world: World, window: Log, history: Log, arms: list[Arm], truths: list[float], rule: dict[str, Any], cycle_id: str
 ) -> list[dict[str, float]]:
     """Every proposal's estimated success on the whole window, its 90% interval and its truth."""
     full = estimate(
@@ -483,8 +476,10 @@ def _full_window(
         arms,
         clusters=len(world.micro_weight),
         systems=len(SYSTEMS),
-        bootstrap=bootstrap,
+        bootstrap=rule["bootstrap"],
         rng=cycle_rng(cycle_id, "evaluation/full-window"),
+        max_weight=float(rule.get("max_importance_weight", math.inf)),
+        unblockable=UNBLOCKABLE,
     )
     lower, upper = full.interval(0.90)
     m = full.metrics.index("success_rate")
@@ -515,16 +510,16 @@ def _fate(entry: dict[str, Any]) -> str:
         return f"B: {entry['outcome']}"
     if not confirmation["primary"]["holm_confirmed"]:
         return "B: inconclusive, gain not confirmed (Holm)"
-    if not confirmation["power"]["adequate"]:
-        return "B: inconclusive, half B smaller than the MDE needs"
     over = [name for name, g in confirmation["guardrails"].items() if not g["within"]]
-    return f"B: inconclusive, {over[0]} bound over tolerance"
+    if over:
+        return f"B: inconclusive, {over[0]} bound over tolerance"
+    return "B: inconclusive, half B smaller than the MDE needs (the rule requires power)"
 
 
 # -- many seeds ------------------------------------------------------------------------------------
 
 
-def _run(args: tuple[int, bool, int, dict[str, Any] | None, bool]) -> dict[str, Any]:
+def _run(args: tuple[int, bool, int, dict[str, Any] | None]) -> dict[str, Any]:
     return run_seed(*args)
 
 
@@ -533,14 +528,13 @@ def evaluate_dreams(
     bootstrap: int = 200,
     workers: int = 1,
     rule: dict[str, Any] | None = None,
-    explore_fallbacks: bool = False,
 ) -> dict[str, Any]:
     """Run `seeds` A/A worlds and `seeds` planted worlds through the decision rule (DEFAULT_RULE with
     `rule`'s keys over it); the figures and whether each meets its target."""
     if seeds < 1 or bootstrap < 2 or workers < 1:
         raise ValueError("seeds and workers must be at least 1, bootstrap at least 2")
     started = time.perf_counter()
-    jobs = [(seed, planted, bootstrap, rule, explore_fallbacks) for seed in range(seeds) for planted in (False, True)]
+    jobs = [(seed, planted, bootstrap, rule) for seed in range(seeds) for planted in (False, True)]
     if workers == 1:
         results = [_run(job) for job in jobs]
     else:
@@ -548,7 +542,6 @@ def evaluate_dreams(
             results = list(pool.map(_run, jobs, chunksize=4))
     figures = summarise(results, seeds, time.perf_counter() - started)
     figures["details"]["bootstrap"] = bootstrap
-    figures["details"]["explore_fallbacks"] = explore_fallbacks
     figures["details"]["rule_overrides"] = rule or {}
     return figures
 

@@ -18,7 +18,7 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from clay_pipelines.payroll.store import FileState, file_states
+from clay_pipelines.payroll.store import UNRESOLVED_EMPLOYEE, FileState, file_states
 from clay_pipelines.platform import ledger
 
 GOV_MD_SECTIONS = ["4.2", "7.1"]  # writes to a system of record; payroll approvals
@@ -137,7 +137,8 @@ def resolve_entry(conn: psycopg.Connection, entry_id: UUID, employee_id: str, by
     """Say who an unresolved payee is; returns the delivery's new status."""
     _require_email(by, "reviewer")
     review = conn.execute(
-        "SELECT q.id, q.status, d.approval_status FROM payroll_review_queue q "
+        "SELECT q.id, q.status, d.approval_status, q.needs_confirmation AND q.confirmed_at IS NULL "
+        "FROM payroll_review_queue q "
         "JOIN payroll_entries e ON e.id = q.entry_id JOIN payroll_documents d ON d.id = e.document_id "
         "WHERE q.entry_id = %s FOR UPDATE OF q",
         (entry_id,),
@@ -156,14 +157,71 @@ def resolve_entry(conn: psycopg.Connection, entry_id: UUID, employee_id: str, by
         "resolution = %s WHERE id = %s",
         (employee_id, person[0], Jsonb({"method": "manual", "by": by}), entry_id),
     )
+    unconfirmed = review[3]  # read by OCR and not yet confirmed: named now, still waiting
     conn.execute(
-        "UPDATE payroll_review_queue SET status = 'resolved', resolved_employee_id = %s, resolved_by = %s, "
+        "UPDATE payroll_review_queue SET status = %s, resolved_employee_id = %s, resolved_by = %s, "
         "resolved_at = now() WHERE id = %s",
-        (employee_id, by, review[0]),
+        ("open" if unconfirmed else "resolved", employee_id, by, review[0]),
     )
-    new_status = {"approved": "pending", "rejected": "rejected"}.get(review[2], "awaiting_approval")
+    new_status = "awaiting_review" if unconfirmed else _released_status(review[2])
     conn.execute(
         "UPDATE bamboohr_outbox SET status = %s, payload = payload || %s WHERE entry_id = %s",
         (new_status, Jsonb({"employee_id": employee_id}), entry_id),
     )
     return new_status
+
+
+def _released_status(approval_status: str) -> str:
+    """An entry no person still has to look at: delivered once the file is approved."""
+    return {"approved": "pending", "rejected": "rejected"}.get(approval_status, "awaiting_approval")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfirmOutcome:
+    source_file: str
+    version: int
+    confirmed: int
+    released: int  # deliveries no longer waiting for a person (pending, or awaiting the file's approval)
+    waiting_for_name: int  # confirmed, but the payee is still to be named (clay payroll resolve)
+
+
+def confirm_entries(
+    conn: psycopg.Connection, source_file: str, by: str, entry_id: UUID | None = None
+) -> ConfirmOutcome:
+    """A person confirms low-confidence entries (read by OCR) of the file's live version: all of them, or one.
+    Confirmed entries whose payee is known leave the review queue; their delivery follows the file's approval."""
+    _require_email(by, "confirmer")
+    row = conn.execute(
+        "SELECT id, version, approval_status FROM payroll_documents WHERE source_file = %s AND status = 'extracted' "
+        "FOR UPDATE",
+        (source_file,),
+    ).fetchone()
+    if row is None:
+        raise ApprovalError(_nothing_to_decide(conn, source_file))
+    document_id, version, approval_status = row
+    open_rows = conn.execute(
+        "SELECT q.id, q.entry_id, q.resolved_employee_id IS NOT NULL OR e.employee_id <> %s "
+        "FROM payroll_review_queue q JOIN payroll_entries e ON e.id = q.entry_id "
+        "WHERE e.document_id = %s AND q.needs_confirmation AND q.confirmed_at IS NULL "
+        "AND (%s::uuid IS NULL OR q.entry_id = %s::uuid) FOR UPDATE OF q",
+        (UNRESOLVED_EMPLOYEE, document_id, entry_id, entry_id),
+    ).fetchall()
+    if not open_rows:
+        what = f"entry {entry_id}" if entry_id else "no entry"
+        raise ApprovalError(f"{source_file} version {version}: {what} waiting for confirmation")
+    released = waiting = 0
+    for queue_id, queued_entry, named in open_rows:
+        conn.execute(
+            "UPDATE payroll_review_queue SET confirmed_by = %s, confirmed_at = now(), status = %s WHERE id = %s",
+            (by, "resolved" if named else "open", queue_id),
+        )
+        if named:
+            released += conn.execute(
+                "UPDATE bamboohr_outbox SET status = %s WHERE entry_id = %s AND status = 'awaiting_review'",
+                (_released_status(approval_status), queued_entry),
+            ).rowcount
+        else:
+            waiting += 1
+    return ConfirmOutcome(
+        source_file=source_file, version=version, confirmed=len(open_rows), released=released, waiting_for_name=waiting
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from clay_pipelines.payroll.model import Extraction
+from clay_pipelines.payroll.model import Extraction, PrintedTotal
 
 PLAUSIBLE_DAYS = 62  # entries dated this far from the document's pay date are suspicious
 
@@ -26,21 +26,46 @@ class CheckOutcome:
 
 
 def reconcile_total(extraction: Extraction) -> CheckOutcome:
-    """The extracted sum equals the document's printed total to the cent (when it prints one)."""
+    """The extracted sum equals the document's printed total to the cent (when it prints one), and each
+    group's entries equal the group total printed under them ("<name> Total", "Subtotal")."""
     total = sum((e.amount for e in extraction.entries), Decimal(0))
-    finals = [t for t in extraction.printed_totals if "sub" not in t.label.lower() and "page" not in t.label.lower()]
+    finals = [
+        t
+        for t in extraction.printed_totals
+        if t.kind == "total" and "sub" not in t.label.lower() and "page" not in t.label.lower()
+    ]
+    groups = [t for t in extraction.printed_totals if t.kind == "group"]
+    wrong_groups = [t for t in groups if _cents(_covered(extraction, t)) != _cents(t.amount)]
+    group_detail = ""
+    if groups:
+        group_detail = f"; {len(groups) - len(wrong_groups)} of {len(groups)} group totals reconcile"
+        group_detail += "".join(
+            f"; {t.label}: extracted {_covered(extraction, t)} != printed {t.amount}" for t in wrong_groups[:5]
+        )
     if not finals:
         return CheckOutcome(
-            name="total_reconciles", passed=True, blocking=True, detail=f"no total printed; extracted {total}"
+            name="total_reconciles",
+            passed=not wrong_groups,
+            blocking=True,
+            detail=f"no total printed; extracted {total}{group_detail}",
         )
     printed = finals[-1].amount
-    passed = total.quantize(Decimal("0.01")) == printed.quantize(Decimal("0.01"))
+    passed = _cents(total) == _cents(printed) and not wrong_groups
     return CheckOutcome(
         name="total_reconciles",
         passed=passed,
         blocking=True,
-        detail=f"extracted {total} {'=' if passed else '!='} printed {printed} ({finals[-1].label})",
+        detail=f"extracted {total} {'=' if _cents(total) == _cents(printed) else '!='} printed {printed} "
+        f"({finals[-1].label}){group_detail}",
     )
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"))
+
+
+def _covered(extraction: Extraction, total: PrintedTotal) -> Decimal:
+    return sum((e.amount for e in extraction.entries[total.start_entry : total.end_entry]), Decimal(0))
 
 
 def no_duplicate_entries(extraction: Extraction) -> CheckOutcome:
@@ -88,7 +113,8 @@ class Check:
 CHECKS = [
     Check(
         name="total_reconciles",
-        description="The extracted entries add up to the document's printed total, to the cent (when it prints one).",
+        description="The extracted entries add up to the document's printed total, to the cent (when it prints one), "
+        "and each printed group total ('<name> Total', 'Subtotal') to the entries of its group.",
         run=reconcile_total,
     ),
     Check(

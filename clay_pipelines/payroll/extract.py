@@ -9,7 +9,7 @@ from pathlib import Path
 import pdfplumber
 from pdfminer.pdfdocument import PDFPasswordIncorrect
 
-from clay_pipelines.payroll import templates
+from clay_pipelines.payroll import ocr, templates
 from clay_pipelines.payroll.generic import extract_generic
 from clay_pipelines.payroll.model import Extraction
 from clay_pipelines.payroll.triage import UnreadableDocument, triage
@@ -22,7 +22,12 @@ def extract_document(
     template_set: templates.TemplateSet | None = None,
 ) -> Extraction:
     """Entries of one PDF; UnreadableDocument (naming the file and the reason) when it cannot be read."""
-    triage(path, password)
+    try:
+        triage(path, password)
+    except UnreadableDocument as error:
+        if error.reason != "no_text_layer":
+            raise
+        return _scan(path, password, configured_currency, error)
     template_set = template_set if template_set is not None else templates.default_templates()
     try:
         with warnings.catch_warnings():
@@ -42,4 +47,18 @@ def extract_document(
             extraction = extract_generic(pdf, path.name, configured_currency)
     if not extraction.entries and not extraction.warnings:
         extraction.warnings.append("no entries found")
+    return extraction
+
+
+def _scan(path: Path, password: str | None, currency: str | None, error: UnreadableDocument) -> Extraction:
+    """A document without a text layer: OCR when tesseract is installed, else unreadable naming the tool."""
+    if not ocr.available():
+        raise UnreadableDocument(path, "no_text_layer", f"{error.detail}; {ocr.INSTALL_HINT}") from error
+    extraction = ocr.extract_scan(path, password, currency)
+    if not extraction.entries:
+        raise UnreadableDocument(
+            path,
+            "no_text_layer",
+            f"{error.detail}; OCR found no payment table in it ({'; '.join(extraction.warnings[1:])})",
+        ) from error
     return extraction

@@ -28,9 +28,16 @@ from clay_pipelines.payroll import values
 from clay_pipelines.payroll.model import Entry, Extraction, PrintedTotal
 
 WORD_X_TOLERANCE = 1.5  # pdfplumber's default 3 glues tightly kerned words ("BAIN,JMATTHEW")
+# Kerning: a page whose words are set closer than WORD_X_TOLERANCE is re-read with a tolerance between
+# its letter gaps and its word gaps (in font sizes: ems).
+_GLUE_EVIDENCE = 3  # word gaps below WORD_X_TOLERANCE needed to call a page tightly kerned
 TOTAL_LABEL = re.compile(
     r"(?i)^\s*(grand\s+|page\s+|report\s+)?(sub[\s-]?)?totals?\b|\btotal\s+(paid|disbursed|net|amount|general)\b"
+    r"|\S\s+(sub[\s-]?)?totals?\s*:?\s*$"
 )
+# A total that closes a group of rows ("<name> Total", "Subtotal ...") rather than the document.
+GROUP_TOTAL_LABEL = re.compile(r"(?i)^\s*sub[\s-]?totals?\b|\S\s+(sub[\s-]?)?totals?\s*:?\s*$")
+PAGE_TOTAL_LABEL = re.compile(r"(?i)^\s*page\s+totals?\b")
 NON_ENTRY_LABEL = re.compile(
     r"(?i)\b(opening|closing)\s+balance\b|\bbalance\s+(b/?f|c/?f|brought|carried)\b|brought\s+forward|carried\s+forward"
 )
@@ -58,6 +65,25 @@ _PAYEE_WORDS = {
     "employee",
     "worker",
     "nombres",
+    "empresa",
+    "entity",
+    "beneficiario",
+    "proveedor",
+    "company",
+}
+# Words that say a column receives the money, deciding between several name-like columns (a speaker
+# beside the organisation paid).
+_RECEIVER_WORDS = {
+    "payee",
+    "paid",
+    "entity",
+    "empresa",
+    "beneficiary",
+    "beneficiario",
+    "recipient",
+    "vendor",
+    "supplier",
+    "proveedor",
 }
 _DESCRIPTION_WORDS = {"description", "particulars", "concept", "concepto", "details", "narration", "memo", "earnings"}
 # Words that make an amount column less likely to be the payment (a rate, hours, year to date, ...).
@@ -70,6 +96,12 @@ _AMOUNT_PENALTIES = (
     ("gross", 1),
     ("rate", 5),
     ("hours", 5),
+    ("cost", 3),
+    ("costo", 3),
+    ("requested", 3),
+    ("solicitado", 3),
+    ("budget", 3),
+    ("calificado", 3),
 )
 
 
@@ -79,7 +111,7 @@ def header_roles(text: str) -> dict[str, int]:
     if not words:
         return {}
     joined = " ".join(words)
-    roles = {**_payee_role(words, joined), **_money_role(words, joined)}
+    roles = {**_payee_role(words, joined), **({} if "%" in text else _money_role(words, joined))}
     if _DESCRIPTION_WORDS & set(words):
         roles["description"] = 4
     if "currency" in words or "moneda" in words or "ccy" in words:
@@ -126,7 +158,7 @@ def _amount_score(words: list[str]) -> int:
         score = 10
     elif {"amount", "importe", "monto", "amt"} & vocabulary:
         score = 7
-    elif {"payment", "paid", "pago"} & vocabulary:
+    elif {"payment", "paid", "pago", "awarded", "adjudicado", "granted", "otorgado"} & vocabulary:
         score = 6
     elif "total" in vocabulary or "gross" in vocabulary:
         score = 4
@@ -151,6 +183,7 @@ class ColumnRoles:
 
     headers: list[str]
     by_role: dict[str, int]
+    notes: list[str] = field(default_factory=list)  # columns chosen by content, undecided payee columns
 
     def get(self, role: str) -> int | None:
         return self.by_role.get(role)
@@ -164,8 +197,12 @@ class ColumnRoles:
         return bool({"amount", "debit", "credit"} & set(self.by_role))
 
 
-def assign_roles(headers: Sequence[str]) -> ColumnRoles | None:
-    """The best column for each role, or None when the cells do not read as a payment table's header."""
+def assign_roles(headers: Sequence[str], body: Sequence[Sequence[str | None]] | None = None) -> ColumnRoles | None:
+    """The best column for each role, or None when the cells do not read as a payment table's header.
+
+    With the rows under the header (`body`), what the cells look like decides what the header words
+    do not: several name columns, a payee or an amount column no header word names."""
+    headers = repair_split_header(headers)
     scored = [header_roles(h) for h in headers]
     numeric = sum(1 for h in headers if h and (values.find_amounts(h, False) and not _tokens(h)))
     if numeric:
@@ -178,11 +215,109 @@ def assign_roles(headers: Sequence[str]) -> ColumnRoles | None:
     if "amount" in by_role and ("debit" in by_role or "credit" in by_role):
         del by_role["amount"]  # a ledger: the Dr/Cr pair carries the amounts
     roles = ColumnRoles(headers=list(headers), by_role=by_role)
+    if body is not None:
+        _roles_by_content(roles, scored, ColumnContent.of(body, len(headers)))
     if not roles.has_amount:
         return None
     if not (roles.has_payee or "description" in by_role or "date" in by_role):
         return None
     return roles
+
+
+def repair_split_header(headers: Sequence[str]) -> list[str]:
+    """Header cells as printed when a word overhangs a column rule: "Jurisdicc" | "ion EMPRESA" reads
+    "Jurisdiccion" | "EMPRESA", and a cell's line holding only a word's last letter or two ("Jurisdiccio",
+    "n") rejoins the word above it."""
+    cells = [re.sub(r"(?<=[a-záéíóúñ])\n([a-záéíóúñ]{1,2})(?=\n|$)", r"\1", h or "") for h in headers]
+    for i in range(1, len(cells)):
+        fragment = re.match(r"([a-záéíóúñ]{1,4})(?:\s+|$)", cells[i])
+        previous = cells[i - 1].rstrip()
+        if fragment and re.search(r"[A-Za-zÁÉÍÓÚÑáéíóúñ]{3}$", previous) and fragment.end() < len(cells[i]):
+            cells[i - 1] = previous + fragment[1]
+            cells[i] = cells[i][fragment.end() :]
+    return cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns by content
+
+_ORGANISATION = re.compile(
+    r"(?i)(\b(inc|llc|llp|ltd|limited|plc|pllc|gmbh|ag|kg|bv|nv|sas|saic|srl|sa|s\.\s?a|s\.\s?r\.\s?l|pc|p\.\s?c|pa|"
+    r"p\.\s?a|corp|corporation|co|company|hospital|institute|foundation|university|clinic|group)\.?)$"
+)
+_SURNAME_FIRST = re.compile(r"^[^\W\d_][^\W\d_'\-. ]*(?:[ '\-][^\W\d_]+)*,\s*[^\W\d_]+(?:[ .'\-]+[^\W\d_]*)*\.?$")
+
+
+def looks_like_payee(text: str) -> bool:
+    """A cell that reads as a person or an organisation: "LAST, FIRST M", capitalised name tokens,
+    or a name ending in Inc/LLC/PLLC/GmbH/S.A./..."""
+    text = values.normalise_text(text)
+    if not text or re.search(r"\d", text) or len(text) > 80:
+        return False
+    if _ORGANISATION.search(text) or _SURNAME_FIRST.match(text):
+        return True
+    words = [w for w in re.split(r"[\s,]+", text) if w]
+    capitalised = [w for w in words if w[0].isupper() and re.fullmatch(r"[^\W\d_][^\W\d_'.\-&]*", w)]
+    return 2 <= len(words) <= 6 and len(capitalised) == len(words)
+
+
+def looks_like_money(text: str) -> bool:
+    """A cell holding one amount and nothing else (a percentage is no payment)."""
+    text = values.normalise_text(text)
+    return bool(text) and "%" not in text and values.looks_like_amount(values.join_stray_gaps(text, False))
+
+
+@dataclass(frozen=True)
+class ColumnContent:
+    """Per column, the share of its filled cells (under the header) that read as a payee or as money."""
+
+    payee: list[float]
+    money: list[float]
+
+    @staticmethod
+    def of(body: Sequence[Sequence[str | None]], columns: int) -> ColumnContent:
+        payee, money = [], []
+        for i in range(columns):
+            cells = [" ".join((row[i] or "").split()) for row in body[:60] if i < len(row)]
+            filled = [c for c in cells if c] or [""]
+            enough = len(filled) >= 2
+            payee.append(sum(map(looks_like_payee, filled)) / len(filled) if enough else 0.0)
+            money.append(sum(map(looks_like_money, filled)) / len(filled) if enough else 0.0)
+        return ColumnContent(payee=payee, money=money)
+
+
+def _roles_by_content(roles: ColumnRoles, scored: list[dict[str, int]], content: ColumnContent) -> None:
+    """Payee and amount columns decided from what their cells look like, where the header words do not
+    decide them; every column so chosen is noted for a warning that names it."""
+    by_role, headers = roles.by_role, roles.headers
+    label = lambda i: " ".join(headers[i].split()) or f"column {i + 1}"  # noqa: E731
+    if "surname" not in by_role and "given" not in by_role:
+        others = {i for r, i in by_role.items() if r != "name"}
+        named = [i for i, s in enumerate(scored) if "name" in s and i not in others]
+        plausible = [i for i in named if content.payee[i] >= 0.3]
+        if plausible:
+            receivers = [i for i in plausible if _RECEIVER_WORDS & set(_tokens(headers[i]))]
+            greedy = by_role.get("name")
+            chosen = receivers[0] if len(receivers) == 1 else greedy if greedy in plausible else plausible[0]
+            by_role["name"] = chosen
+            if len(plausible) > 1 and len(receivers) != 1:
+                roles.notes.append(
+                    f"several columns could be the payee ({', '.join(repr(label(i)) for i in plausible)}): "
+                    f"used {label(chosen)!r}"
+                )
+        elif not named and "description" not in by_role and not {"debit", "credit"} & set(by_role):
+            used = set(by_role.values())
+            found = [(content.payee[i], -i, i) for i in range(len(headers)) if i not in used and headers[i].strip()]
+            found = [f for f in found if f[0] >= 0.6]
+            if found:
+                by_role["name"] = max(found)[2]
+                roles.notes.append(f"payee column chosen by what its cells look like: {label(by_role['name'])!r}")
+    if not roles.has_amount:
+        used = set(by_role.values())
+        money = [i for i in range(len(headers)) if i not in used and headers[i].strip() and content.money[i] >= 0.6]
+        if money:
+            by_role["amount"] = money[-1]  # the rightmost money column: registers end with the sum paid
+            roles.notes.append(f"amount column chosen by what its cells look like: {label(money[-1])!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,6 +433,9 @@ def build_entries(
     context: TableContext, conv: Conventions, extraction: Extraction, extractor: str, skipped: Skipped
 ) -> None:
     """The table's rows as entries (and printed totals), wrapped lines joined to the row they continue."""
+    for note in context.roles.notes:
+        if note not in extraction.warnings:
+            extraction.warnings.append(note)
     for row in _merge_continuations(context.rows):
         _read_row(row, context, conv, extraction, extractor, skipped)
 
@@ -327,10 +465,7 @@ def _read_row(
     first_text = next((c for c in row.cells if c and c.strip()), "")
     money = _row_money(row, roles, conv)
     if TOTAL_LABEL.search(name or first_text) or (not name and TOTAL_LABEL.search(label)):
-        extraction.printed_totals += [
-            PrintedTotal(label=" ".join(first_text.split()), amount=m.amount, currency=m.currency, page=row.page)
-            for m in money
-        ]
+        extraction.printed_totals += _printed_totals(" ".join(first_text.split()), money, row.page, extraction)
         return
     if NON_ENTRY_LABEL.search(label):
         return
@@ -362,6 +497,26 @@ def _read_row(
     ]
 
 
+def _printed_totals(label: str, money: list[values.Money], page: int, extraction: Extraction) -> list[PrintedTotal]:
+    """A total row, with the entries it covers: a group total ("<name> Total", "Subtotal") the entries
+    since the previous group total, a page total the page's entries, any other total every entry."""
+    end = len(extraction.entries)
+    if GROUP_TOTAL_LABEL.search(label):
+        kind = "group"
+        start = max((t.end_entry for t in extraction.printed_totals if t.kind == "group"), default=0)
+    elif PAGE_TOTAL_LABEL.search(label):
+        kind = "page"
+        start = next((k for k, e in enumerate(extraction.entries) if e.page == page), end)
+    else:
+        kind, start = "total", 0
+    return [
+        PrintedTotal(
+            label=label, amount=m.amount, currency=m.currency, page=page, kind=kind, start_entry=start, end_entry=end
+        )
+        for m in money
+    ]
+
+
 def _is_ledger(roles: ColumnRoles) -> bool:
     return "debit" in roles.by_role or "credit" in roles.by_role
 
@@ -382,8 +537,8 @@ def _row_money(row: RawRow, roles: ColumnRoles, conv: Conventions) -> list[value
     money: list[values.Money] = []
     for column in (roles.get(r) for r in ("amount", "debit", "credit")):
         if column is not None:
-            raw = row.cells[column] if column < len(row.cells) else ""
-            money += _money_in(raw or "", conv, currency_cell or "")
+            raw = values.join_stray_gaps(row.cells[column] or "", conv.decimal_comma) if column < len(row.cells) else ""
+            money += _money_in(raw, conv, currency_cell or "")
     return money
 
 
@@ -434,17 +589,21 @@ def ruled_tables(
     previous: TableContext | None,
     match_header: Callable[[list[str]], ColumnRoles | None] = assign_roles,
     table_settings: dict[str, Any] | None = None,
+    x_tolerance: float = WORD_X_TOLERANCE,
 ) -> list[TableContext]:
     contexts: list[TableContext] = []
     settings = table_settings or {"vertical_strategy": "lines", "horizontal_strategy": "lines"}
     for table in page.find_tables(settings):
-        rows = table.extract(x_tolerance=WORD_X_TOLERANCE)
+        rows = table.extract(x_tolerance=x_tolerance)
         if not rows:
             continue
         header_index = None
         roles = None
         for k, cells in enumerate(rows[:6]):
-            roles = match_header([c or "" for c in cells])
+            if match_header is assign_roles:
+                roles = assign_roles([c or "" for c in cells], rows[k + 1 :])
+            else:
+                roles = match_header([c or "" for c in cells])
             if roles:
                 header_index = k
                 break
@@ -517,7 +676,40 @@ def reading_frame_chars(page: Any) -> list[dict[str, Any]]:
     return turned
 
 
-def stream_words(page: Any) -> list[dict[str, Any]]:
+def word_tolerance(page: Any) -> float:
+    """The gap (points) above which two glyphs of this page belong to different words.
+
+    WORD_X_TOLERANCE, unless the page is tightly kerned: then its letters sit closer than usual
+    (negative character spacing) and words are set apart by less than WORD_X_TOLERANCE without a space
+    glyph, so at that tolerance they run together ("DOE,JMATTHEW", "PAYEENAME"). Gaps between glyphs
+    on a line, in ems, fall in two clusters (letters, words); the tolerance is set halfway between."""
+    gaps: list[float] = []
+    sizes: list[float] = []
+    previous: dict[str, Any] | None = None
+    for char in page.chars:
+        if char["text"].isspace():
+            previous = None
+            continue
+        size = float(char["size"]) or 1.0
+        if previous is not None and abs(char["top"] - previous["top"]) <= 1:
+            gap = char["x0"] - previous["x1"]
+            if -0.25 * size < gap < 0.6 * size:
+                gaps.append(gap / size)
+                sizes.append(size)
+        previous = char
+    if len(gaps) < 20:
+        return WORD_X_TOLERANCE
+    ordered = sorted(gaps)
+    letter = ordered[len(ordered) // 2]
+    size = sorted(sizes)[len(sizes) // 2]
+    word_gaps = [g for g in ordered if g > letter + 0.08 and g * size <= WORD_X_TOLERANCE]
+    if len(word_gaps) < max(_GLUE_EVIDENCE, len(gaps) // 100):
+        return WORD_X_TOLERANCE
+    word = word_gaps[len(word_gaps) // 4]
+    return min(WORD_X_TOLERANCE, (letter + (word - letter) / 2) * size)
+
+
+def stream_words(page: Any, x_tolerance: float = WORD_X_TOLERANCE) -> list[dict[str, Any]]:
     """Words from characters in content-stream order.
 
     A word ends at a space, a line change, a gap wider than WORD_X_TOLERANCE, or a glyph that steps
@@ -539,7 +731,7 @@ def stream_words(page: Any) -> list[dict[str, Any]]:
             or text.isspace()
             or abs(char["top"] - previous["top"]) > 2
             or char["x0"] < previous["x1"] - 0.25 * float(char["size"])
-            or char["x0"] - previous["x1"] > WORD_X_TOLERANCE
+            or char["x0"] - previous["x1"] > x_tolerance
         )
         if breaks and current is not None:
             words.append(current)
@@ -566,11 +758,11 @@ def stream_words(page: Any) -> list[dict[str, Any]]:
     return words
 
 
-def word_runs(page: Any) -> list[Run]:
+def word_runs(page: Any, x_tolerance: float = WORD_X_TOLERANCE) -> list[Run]:
     """Words in content-stream order joined into runs of text that flows left to right."""
     runs: list[Run] = []
     previous: dict[str, Any] | None = None
-    for word in stream_words(page):
+    for word in stream_words(page, x_tolerance):
         gap_limit = max(float(word["size"]) * 0.8, 4.0)
         same_line = previous is not None and abs(word["top"] - previous["top"]) <= 2.5
         continues = same_line and previous is not None and -0.5 <= word["x0"] - previous["x1"] <= gap_limit
@@ -627,25 +819,46 @@ class HeaderColumns:
 
 
 def _find_header(lines: list[list[Run]]) -> tuple[int, HeaderColumns] | None:
+    """The header line: the first whose words name the columns, else (headers by content) the first line
+    of three or more text cells whose columns below read as a payee and an amount."""
     for index, line in enumerate(lines):
-        roles = assign_roles([r.text for r in line])
-        if roles is None:
-            continue
-        spans = [(r.x0, r.x1) for r in line]
-        texts = [r.text for r in line]
-        bottom = max(r.bottom for r in line)
-        # A second header line (words under the first, no numbers) completes the column titles.
-        if index + 1 < len(lines):
-            below = lines[index + 1]
-            if below[0].top - bottom < 6 and not any(values.find_amounts(r.text, False) for r in below):
-                columns = HeaderColumns(spans=spans, roles=roles, bottom=bottom)
-                for r in below:
-                    k = columns.column_of(r)
-                    texts[k] = f"{texts[k]} {r.text}"
-                roles = assign_roles(texts) or roles
-                bottom = max(bottom, max(r.bottom for r in below))
-        return index, HeaderColumns(spans=spans, roles=roles, bottom=bottom)
+        if assign_roles([r.text for r in line]) is not None:
+            return _header_at(lines, index)
+    for index, line in enumerate(lines):
+        if len(line) >= 3 and not any(re.search(r"\d", r.text) for r in line):
+            found = _header_at(lines, index)
+            if found is not None:
+                return found
     return None
+
+
+def _header_at(lines: list[list[Run]], index: int) -> tuple[int, HeaderColumns] | None:
+    line = lines[index]
+    spans = [(r.x0, r.x1) for r in line]
+    texts = [r.text for r in line]
+    first_line = list(texts)
+    bottom = max(r.bottom for r in line)
+    columns = HeaderColumns(spans=spans, roles=ColumnRoles(headers=texts, by_role={}), bottom=bottom)
+    # A second header line (words under the first, no numbers) completes the column titles.
+    if index + 1 < len(lines):
+        below = lines[index + 1]
+        if below[0].top - bottom < 6 and not any(values.find_amounts(r.text, False) for r in below):
+            for r in below:
+                k = columns.column_of(r)
+                texts[k] = f"{texts[k]} {r.text}"
+            bottom = max(bottom, max(r.bottom for r in below))
+    body = []
+    for later in lines[index + 1 : index + 61]:
+        cells = [""] * len(spans)
+        for run in later:
+            k = columns.column_of(run)
+            cells[k] = f"{cells[k]} {run.text}".strip()
+        body.append(cells)
+    # The line below may be no header at all (a panel's title beside the table): then the first line alone.
+    roles = assign_roles(texts, body) or assign_roles(first_line, body)
+    if roles is None:
+        return None
+    return index, HeaderColumns(spans=spans, roles=roles, bottom=bottom)
 
 
 def _split_amounts_printed_over_text(
@@ -694,8 +907,10 @@ def _party_above(lines: list[list[Run]], header_index: int) -> str | None:
     return None
 
 
-def borderless_table(page: Any, page_number: int, previous: TableContext | None) -> TableContext | None:
-    lines = _lines(word_runs(page))
+def borderless_table(
+    page: Any, page_number: int, previous: TableContext | None, x_tolerance: float = WORD_X_TOLERANCE
+) -> TableContext | None:
+    lines = _lines(word_runs(page, x_tolerance))
     found = _find_header(lines)
     if found is None:
         if previous is None or not hasattr(previous, "columns"):
@@ -732,7 +947,26 @@ def borderless_table(page: Any, page_number: int, previous: TableContext | None)
             # A total, or a first row with no amount (reported, never turned into an entry).
             context.rows.append(RawRow(cells=cells, page=page_number))
         last_top = line[0].top
+    _centred_payees(context)
     return context
+
+
+def _centred_payees(context: TableContext) -> None:
+    """A payee cell centred on its row's numbers prints half its lines above them and half below: a row
+    whose number line has no payee takes the text-only line just above it (read as a continuation of the
+    row before) as the start of its payee; the lines below continue it as usual."""
+    column = context.roles.get("name")
+    if column is None:
+        return
+    rows = context.rows
+    for j in range(1, len(rows)):
+        row, above = rows[j], rows[j - 1]
+        if row.continuation_of_previous or _cell(row, column) or not _cell(above, column):
+            continue
+        others = [c for i, c in enumerate(above.cells) if i != column and c.strip()]
+        if others or (j >= 2 and not above.continuation_of_previous):
+            continue
+        row.cells[column], above.cells[column] = above.cells[column], ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -752,7 +986,8 @@ def _day_first_hint(text: str) -> str | None:
 
 def extract_generic(pdf: pdfplumber.PDF, source_file: str, configured_currency: str | None = None) -> Extraction:
     extraction = Extraction(source_file=source_file, pages=len(pdf.pages), template=None)
-    page_texts = [page.extract_text(x_tolerance=WORD_X_TOLERANCE) or "" for page in pdf.pages]
+    tolerances = [word_tolerance(page) for page in pdf.pages]
+    page_texts = [page.extract_text(x_tolerance=t) or "" for page, t in zip(pdf.pages, tolerances, strict=True)]
     header_hint = _day_first_hint("\n".join(page_texts))
     conv = document_conventions(page_texts, configured_currency, header_hint)
     previous_ruled: TableContext | None = None
@@ -760,12 +995,13 @@ def extract_generic(pdf: pdfplumber.PDF, source_file: str, configured_currency: 
     contexts: list[tuple[TableContext, str]] = []
     for number, page in enumerate(pdf.pages, start=1):
         # Ruled cells are read by pdfplumber in page coordinates: only for upright text.
-        ruled = ruled_tables(page, number, previous_ruled) if page_turn(page) == 0 else []
+        tolerance = tolerances[number - 1]
+        ruled = ruled_tables(page, number, previous_ruled, x_tolerance=tolerance) if page_turn(page) == 0 else []
         if ruled:
             contexts += [(c, "generic:ruled") for c in ruled]
             previous_ruled = ruled[-1]
             continue
-        borderless = borderless_table(page, number, previous_words)
+        borderless = borderless_table(page, number, previous_words, tolerance)
         if borderless is not None:
             contexts.append((borderless, "generic:words"))
             previous_words = borderless

@@ -19,6 +19,7 @@ class Entry:
     reference: str | None = None
     extractor: str = ""  # template name, or generic:ruled / generic:words
     line_type: str | None = None  # "earning" / "deduction" on pay stubs
+    low_confidence: bool = False  # read by OCR: confirmed by a person before any delivery
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -31,6 +32,7 @@ class Entry:
             "page": self.page,
             "extractor": self.extractor,
             **({"line_type": self.line_type} if self.line_type else {}),
+            **({"confidence": "low"} if self.low_confidence else {}),
         }
 
 
@@ -40,6 +42,9 @@ class PrintedTotal:
     amount: Decimal
     currency: str | None
     page: int
+    kind: str = "total"  # total (the document's), group ("<name> Total", "Subtotal"), page
+    start_entry: int = 0  # the entries it covers: extraction.entries[start_entry:end_entry]
+    end_entry: int = 0
 
 
 @dataclass(kw_only=True)
@@ -58,7 +63,7 @@ class Extraction:
             "template": self.template,
             "entries": [e.as_json() for e in self.entries],
             "printed_totals": [
-                {"label": t.label, "amount": str(t.amount), "currency": t.currency, "page": t.page}
+                {"label": t.label, "amount": str(t.amount), "currency": t.currency, "page": t.page, "kind": t.kind}
                 for t in self.printed_totals
             ],
             "warnings": self.warnings,

@@ -35,6 +35,7 @@ from clay_pipelines.payroll.names import NameResolver, Person, Resolution
 from clay_pipelines.payroll.sightings import lock_file
 from clay_pipelines.platform import ledger
 
+LOW_CONFIDENCE_REASON = "low confidence: read by OCR, confirm it against the scan"
 UNRESOLVED_EMPLOYEE = "UNRESOLVED"  # employee_id is NOT NULL; the review queue says who it might be
 
 
@@ -363,11 +364,20 @@ def _insert_entries(
                 Jsonb({"method": resolution.method, "score": resolution.score, "reason": resolution.reason}),
             ),
         ).fetchone()[0]
-        if not resolution.resolved:
-            unresolved += 1
+        if not resolution.resolved or entry.low_confidence:
+            unresolved += not resolution.resolved
+            reasons = [] if resolution.resolved else [resolution.reason]
+            reasons += [LOW_CONFIDENCE_REASON] if entry.low_confidence else []
             conn.execute(
-                "INSERT INTO payroll_review_queue (entry_id, printed_name, reason, candidates) VALUES (%s, %s, %s, %s)",
-                (entry_id, entry.employee_name, resolution.reason, Jsonb([asdict(c) for c in resolution.candidates])),
+                "INSERT INTO payroll_review_queue (entry_id, printed_name, reason, candidates, needs_confirmation) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (
+                    entry_id,
+                    entry.employee_name,
+                    "; ".join(r for r in reasons if r),
+                    Jsonb([asdict(c) for c in resolution.candidates]),
+                    entry.low_confidence,
+                ),
             )
         conn.execute(
             "INSERT INTO bamboohr_outbox (entry_id, document_id, payload, status) VALUES (%s, %s, %s, %s)",
@@ -375,7 +385,7 @@ def _insert_entries(
                 entry_id,
                 document_id,
                 Jsonb(_bamboohr_row(entry, employee_id)),
-                "awaiting_approval" if resolution.resolved else "awaiting_review",
+                "awaiting_approval" if resolution.resolved and not entry.low_confidence else "awaiting_review",
             ),
         )
     return unresolved

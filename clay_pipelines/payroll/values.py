@@ -195,3 +195,38 @@ def find_dates(text: str, day_first: bool) -> list[date]:
         except ValueError:
             continue
     return dates
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers with stray gaps
+
+# A digit run, one stray space, then the rest of a number ("4 ,725", "1 .525.054,00", "7 97.100,20").
+_GAPPED = re.compile(r"(?<![\d.,])(\d{1,3}) ([.,]?\d[\d.,]*\d)(?![\d])")
+
+
+def well_formed_amount(number: str, decimal_comma: bool) -> bool:
+    """Grouped by thousands, with the document's decimal mark (cents optional)."""
+    group, mark = (r"\.", ",") if decimal_comma else (",", r"\.")
+    return bool(re.fullmatch(rf"\d{{1,3}}(?:{group}\d{{3}})+(?:{mark}\d{{2}})?|\d+{mark}\d{{2}}", number))
+
+
+def join_stray_gaps(text: str, decimal_comma: bool) -> str:
+    """A money cell's numbers with gaps the text layer put inside them, joined only where the joined
+    text is a well-formed amount in the document's convention and the pieces are not: a gap before a
+    separator ("1 .525,00"), or a lone leading digit run before a number whose first group is short
+    ("7 97.100,20")."""
+
+    def join(match: re.Match[str]) -> str:
+        left, right = match[1], match[2]
+        joined = left + right
+        if not well_formed_amount(joined, decimal_comma):
+            return match[0]
+        if right[0] in ".,":
+            return joined
+        # "12 345.67": a space may group thousands; keep it, it parses as one amount already.
+        first_group = re.match(r"\d+", right)[0]  # type: ignore[index]
+        if len(first_group) < 3 and not well_formed_amount(left, decimal_comma):
+            return joined
+        return match[0]
+
+    return _GAPPED.sub(join, text)

@@ -117,7 +117,8 @@ def tool_health(context: dg.AssetExecutionContext, postgres: PostgresResource) -
     group_name="monitoring",
     kinds={"postgres", "python"},
     owners=OWNERS,
-    description="Usage of every open budget window; windows past their alert threshold are alerted once.",
+    description="Usage of every open budget window (alerts are raised once per window by the database and "
+    "delivered by governance/budget_alerts).",
     check_specs=[
         dg.AssetCheckSpec(
             "no_budget_overdrawn",
@@ -131,14 +132,9 @@ def tool_health(context: dg.AssetExecutionContext, postgres: PostgresResource) -
 def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
     now = datetime.now(UTC)
     with postgres.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+        # Alerts are raised by the database as windows cross their threshold (migration 019) and
+        # delivered by governance/budget_alerts: this asset reports, it does not alert.
         usage = monitoring.open_budget_usage(conn, now)
-        to_alert = [u for u in usage if u.over_threshold and not u.alert_sent]
-        alerted = monitoring.mark_alerts_sent(conn, [u.resource_id for u in to_alert])
-    for u in to_alert:
-        context.log.warning(
-            f"budget alert: {u.tenant_name} {u.window_type} {u.resource_type} at {u.usage_percent}% "
-            f"(threshold {u.alert_threshold * 100}%)"
-        )
     overdrawn = [u for u in usage if u.available < 0]
     table = markdown_table(
         ["tenant", "resource", "window", "budget", "used", "reserved", "available", "usage %", "alerted"],
@@ -152,7 +148,7 @@ def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) 
                 u.reserved,
                 round(u.available, 2),
                 u.usage_percent,
-                "yes" if u.alert_sent or u in to_alert else "",
+                "yes" if u.alert_sent else "",
             ]
             for u in usage
         ],
@@ -161,8 +157,7 @@ def budget_usage(context: dg.AssetExecutionContext, postgres: PostgresResource) 
         metadata={
             "open_windows": len(usage),
             "over_threshold": sum(1 for u in usage if u.over_threshold),
-            "alerts_sent_now": alerted,
-            "rows_written": alerted,
+            "rows_written": 0,
             "budget_usage": dg.MetadataValue.md(table),
         },
         check_results=[

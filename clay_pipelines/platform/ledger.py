@@ -40,6 +40,9 @@ class ExecutionRecord:
     completed_at: datetime | None = None
     cost_usd: Decimal | None = None
     routing_propensity: Decimal | None = None  # the probability the router's policy made this choice
+    routing_rule_id: UUID | None = None  # the rule that chose the system, when one did
+    constitution_hash: str | None = None  # the effective constitution the system runs under
+    budget_reservation_id: UUID | None = None  # the budget held for the run; completion settles it
 
 
 def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
@@ -48,8 +51,9 @@ def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
         """
         INSERT INTO executions (system_id, system_name, user_request, request_embedding, request_embedding_model,
           routing_path, routing_confidence, input_data, output_data, governance_check, status, error_message,
-          started_at, completed_at, cost_usd, routing_propensity)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s, %s)
+          started_at, completed_at, cost_usd, routing_propensity, routing_rule_id, constitution_hash,
+          budget_reservation_id)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s, %s, %s, %s, %s, %s)
         RETURNING id
         """,
         (
@@ -69,6 +73,9 @@ def log_execution(conn: psycopg.Connection, record: ExecutionRecord) -> UUID:
             record.completed_at,
             record.cost_usd,
             record.routing_propensity,
+            record.routing_rule_id,
+            record.constitution_hash,
+            record.budget_reservation_id,
         ),
     ).fetchone()
     assert row is not None

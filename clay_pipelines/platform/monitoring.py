@@ -94,15 +94,6 @@ def open_budget_usage(conn: psycopg.Connection, at: datetime) -> list[BudgetUsag
     return [BudgetUsage(*row[:8], row[8] if row[8] is not None else Decimal(0), *row[9:]) for row in rows]
 
 
-def mark_alerts_sent(conn: psycopg.Connection, resource_ids: list[UUID]) -> int:
-    """Record that an alert went out; only rows not yet alerted change, so re-runs alert once."""
-    cursor = conn.execute(
-        "UPDATE resources SET alert_sent = true, updated_at = now() WHERE id = ANY(%s) AND NOT alert_sent",
-        (resource_ids,),
-    )
-    return cursor.rowcount
-
-
 # The specification's Clay Router Performance query, as it is written there.
 ROUTER_PERFORMANCE_SQL = """
 SELECT DATE_TRUNC('day', started_at) AS date, COUNT(*) AS total_requests,

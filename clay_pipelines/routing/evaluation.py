@@ -118,6 +118,11 @@ _TARS_CONSTITUTION = {
     "parameters": {"mutations_per_system": 10, "replay_window_days": 1, "watch_days": 1},
 }
 HISTORY_DAYS = 28
+_CATCH_ALL_ID = uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/catch-all")
+# Dream nights judge a threshold by outcomes, so the history holds what a router with a catch-all
+# logs: this share of requests fell back to the catch-all, which serves none of the world's labels
+# (a failure, as the accuracy counts it).
+FALLBACK_SHARE = 0.1
 
 
 def _build_world(
@@ -127,12 +132,17 @@ def _build_world(
     noise: float,
     seed: int,
     spread_from: datetime | None = None,
+    served_by_catch_all: list[tuple[str, str]] | None = None,
 ) -> tuple[uuid.UUID, float]:
     """The evaluation's tenant, its systems and its executions with their vectors; returns the
-    tenant and the embedder's throughput (texts per second)."""
+    tenant and the embedder's throughput (texts per second). With spread_from (dream nights), the
+    history also holds the catch-all's executions: FALLBACK_SHARE of the requests failed there, and
+    `served_by_catch_all` (requests that fit no label) succeeded there."""
     labels = sorted({label for _, label in train})
     _create_tenant(db, labels)
     executions = _training_executions(train, labels, noise, np.random.default_rng(seed))
+    if spread_from is not None:
+        executions += _catch_all_executions(train, served_by_catch_all or [], np.random.default_rng(seed + 2))
     started = time.perf_counter()
     vectors = embedder.encode([text for text, _, _ in executions])
     embed_seconds = time.perf_counter() - started
@@ -144,7 +154,7 @@ def _create_tenant(db: Database, labels: list[str]) -> None:
     """The tenant, the catch-all (carrying the router's parameters) and one system per label."""
     systems = [
         (
-            uuid.uuid5(uuid.NAMESPACE_URL, "clay-eval/catch-all"),
+            _CATCH_ALL_ID,
             CATCH_ALL,
             "agent",
             "general questions, anything else",
@@ -192,9 +202,18 @@ def _training_executions(
     return executions
 
 
+def _catch_all_executions(
+    train: list[tuple[str, str]], served: list[tuple[str, str]], rng: np.random.Generator
+) -> list[tuple[str, str | None, str]]:
+    """(text, None for the catch-all, status): a FALLBACK_SHARE of the training texts handled by the
+    catch-all, which failed, and each `served` text handled by it, successfully."""
+    picked = rng.choice(len(train), size=round(FALLBACK_SHARE * len(train)), replace=False)
+    return [(train[i][0], None, "failed") for i in sorted(picked)] + [(text, None, "success") for text, _ in served]
+
+
 def _load_executions(
     db: Database,
-    executions: list[tuple[str, str, str]],
+    executions: list[tuple[str, str | None, str]],
     vectors: np.ndarray,
     embedding_model: str,
     spread_from: datetime | None = None,
@@ -210,8 +229,8 @@ def _load_executions(
     rows = (
         (
             _TENANT_ID,
-            _system_id(label),
-            f"intent-{label}",
+            _CATCH_ALL_ID if label is None else _system_id(label),
+            CATCH_ALL if label is None else f"intent-{label}",
             text,
             vector,
             embedding_model,
@@ -301,13 +320,16 @@ def evaluate_routing(
     calibrate_oos_path: Path | None = None,
     oos_recall_target: float = 0.80,
     dream_nights: int = 0,
+    oos_history_path: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     if dream_nights < 0 or dream_nights > HISTORY_DAYS - 21:
         raise EvaluationInputError(f"the number of dream nights must be 0 to {HISTORY_DAYS - 21}, got {dream_nights}")
     if not 0 <= noise < 1:
         raise EvaluationInputError(f"the share of noise must be in [0, 1), got {noise}")
-    inputs = _read_inputs(train_path, test_path, oos_path, calibrate_path, calibrate_oos_path)
+    if oos_history_path is not None and not dream_nights:
+        raise EvaluationInputError("--oos-history adds to the history dream nights replay: give --dream-nights too")
+    inputs = _read_inputs(train_path, test_path, oos_path, calibrate_path, calibrate_oos_path, oos_history_path)
     with tempfile.TemporaryDirectory(prefix="clay-eval-") as folder:
         pgdata = Path(folder) / "pgdata"
         try:
@@ -337,6 +359,7 @@ class _Inputs:
     calibration: list[tuple[str, str]] | None
     calibration_name: str | None
     calibration_oos: list[tuple[str, str]] | None
+    oos_history: list[tuple[str, str]] | None = None
 
 
 def _read_inputs(
@@ -345,6 +368,7 @@ def _read_inputs(
     oos_path: Path | None,
     calibrate_path: Path | None,
     calibrate_oos_path: Path | None,
+    oos_history_path: Path | None = None,
 ) -> _Inputs:
     """Every file read and checked before anything starts: a bad one fails in a second, not after
     the learning."""
@@ -357,6 +381,7 @@ def _read_inputs(
         calibration=read_labelled(calibrate_path) if calibrate_path else None,
         calibration_name=calibrate_path.name if calibrate_path else None,
         calibration_oos=read_labelled(calibrate_oos_path, require_label=False) if calibrate_oos_path else None,
+        oos_history=read_labelled(oos_history_path, require_label=False) if oos_history_path else None,
     )
     if unknown:
         raise EvaluationInputError(f"{test_path}: labels not in {train_path}: {', '.join(unknown[:5])}")
@@ -378,7 +403,7 @@ def _evaluate(
     # Dream nights need history spread over days, and nights after the moment their promotions are
     # made: the world's days lie ahead of the wall clock, starting tomorrow at the cycle's hour.
     spread_from = _first_day() if dream_nights else None
-    tenant_id, embed_per_s = _build_world(db, inputs.train, embedder, noise, seed, spread_from)
+    tenant_id, embed_per_s = _build_world(db, inputs.train, embedder, noise, seed, spread_from, inputs.oos_history)
     embed_systems(db, tenant_id, embedder)
     nights = _dream(db, tenant_id, embedder, spread_from, dream_nights, progress) if spread_from else None
     started = time.perf_counter()
@@ -406,6 +431,10 @@ def _evaluate(
         routed_oos, _ = _route_all(db, tenant_id, inputs.oos, embedder)
         result["in_scope_accuracy"] = result["accuracy"]
         result["oos_recall"] = round(float(np.mean([d.path != "rule" for d in routed_oos.decisions])), 4)
+        # Reaching the catch-all by any path (the rule path included, once it has learned OOS requests).
+        result["oos_to_catch_all"] = round(
+            float(np.mean([d.system_name == CATCH_ALL for d in routed_oos.decisions])), 4
+        )
     return result
 
 
@@ -424,13 +453,23 @@ def _dream(
 ) -> list[dict[str, Any]]:
     """Night k replays day 21 + k with rules and outcomes of the days before it, as the latest night:
     its promotion applies before the next night. No labels: only logged outcomes."""
-    from clay_pipelines.tars.cycle import dream_night
+    from clay_pipelines.tars.cycle import dream_night, moment_of
+    from clay_pipelines.tars.watch import check_watches
 
     out = []
     for k in range(nights):
         night = (spread_from + timedelta(days=22 + k)).date()
+        # The watch runs before each night as it would hourly: a promotion's keys are dreamed again
+        # once its watch (one day here) has closed, or rolled back.
+        with db.tenant_transaction(tenant_id) as conn:
+            check_watches(conn, moment_of(night))
         report = dream_night(db, tenant_id, night, embedder, latest=True)
-        (skill,) = [s for s in report.skills if s.system_name == CATCH_ALL]
+        found = [s for s in report.skills if s.system_name == CATCH_ALL]
+        if not found:  # every tunable of the router under a promotion's watch: nothing to dream
+            out.append({"night": night.isoformat(), "outcomes": {}, "promoted": None, "skipped": "under watch"})
+            progress(f"dream night {k + 1}/{nights}: the router's tunables are under watch")
+            continue
+        skill = found[0]
         out.append({"night": night.isoformat(), "outcomes": skill.outcomes, "promoted": skill.promoted})
         progress(f"dream night {k + 1}/{nights}: {skill.outcomes}; promoted {skill.promoted}")
     return out

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,13 +27,19 @@ from uuid import UUID
 import numpy as np
 import psycopg
 
+from clay_pipelines import settings
 from clay_pipelines.db import Database
+from clay_pipelines.governance import budgets
 from clay_pipelines.platform.ledger import ExecutionRecord, log_execution
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.rule_store import LEARNER, SystemCatalog, load_systems
+from clay_pipelines.tars.constitution import constitution_hash
 
 DEFAULT_THRESHOLD = 0.7
 DEFAULT_CAPABILITY_THRESHOLD = 0.35
+# How far under the threshold a best rule may score and still have its system explored (when
+# exploration is on): the range a lower threshold would route by rule, one or two steps down.
+DEFAULT_EXPLORATION_MARGIN = 0.1
 CANDIDATE_PROTOTYPES = 40
 CANDIDATE_RULES = 5
 
@@ -57,10 +64,12 @@ class RoutingDecision:
     rule_system: str | None = None  # what that rule recommends
     propensity: float = 1.0  # the probability that the router's policy made this choice
     explored: bool = False  # chosen by exploration rather than by the rule
+    reservation_id: UUID | None = None  # the budget held for the run (not for a dry run)
+    estimated_cost_usd: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("system_id", "rule_id", "execution_id"):
+        for key in ("system_id", "rule_id", "execution_id", "reservation_id"):
             out[key] = None if out[key] is None else str(out[key])
         return out
 
@@ -199,6 +208,7 @@ class RoutingContext:
     nearest_capabilities: Callable[[], list[tuple[UUID, str, float]]]
     embedder_tag: str
     exploration_share: float = 0.0  # of rule decisions that try another choice (recorded with its probability)
+    exploration_margin: float = DEFAULT_EXPLORATION_MARGIN  # fallbacks whose best rule scored this close try it
 
     @property
     def name_ids(self) -> dict[str, UUID]:
@@ -220,6 +230,7 @@ def routing_context(
         nearest_capabilities=lambda: nearest_capabilities(conn, vector, embedder),
         embedder_tag=tag(embedder),
         exploration_share=float(parameters.get("exploration_share", 0.0)),
+        exploration_margin=float(parameters.get("exploration_margin", DEFAULT_EXPLORATION_MARGIN)),
     )
 
 
@@ -242,9 +253,13 @@ def route(
     with db.tenant_transaction(tenant_id) as conn:
         catalog = load_systems(conn)
         context = routing_context(conn, catalog, vector, embedder)
-        decision = decide(context, nearest_rules(conn, vector, embedder, exact=exact))
+        candidates = nearest_rules(conn, vector, embedder, exact=exact)
+        decision = decide(context, candidates)
         if context.exploration_share > 0 and not dry_run:
             decision = explore(context, decision, random.random)
+        if not dry_run:
+            # In the transaction that logs the execution: both commit, or neither.
+            decision = reserve_for(conn, context, candidates, decision)
         if decision.system_id is not None:
             constitution = catalog.constitutions[catalog.ids.index(decision.system_id)]
             decision.approval_actions = list(constitution.get("requires_approval") or [])
@@ -257,6 +272,31 @@ def route(
                     "UPDATE routing_rules SET last_used_at = now(), times_used = times_used + 1 WHERE id = %s",
                     (decision.rule_id,),
                 )
+    return decision
+
+
+def reserve_for(
+    conn: psycopg.Connection, context: RoutingContext, candidates: list[RuleCandidate], decision: RoutingDecision
+) -> RoutingDecision:
+    """Hold the estimated cost of the chosen skill's run; when its budget refuses, the skill is
+    treated as over budget and the decision is made again (the rule's alternatives, then the other
+    paths), until a reservation holds or nothing is left: then a clear refusal."""
+    default = Decimal(settings.default_estimated_cost_usd())
+    ttl = timedelta(seconds=settings.reservation_ttl_seconds())
+    refusals: list[str] = []
+    tried: set[UUID] = set()
+    while decision.system_id is not None and decision.system_id not in tried:
+        tried.add(decision.system_id)
+        estimate = budgets.estimate_cost(conn, decision.rule_id, decision.system_id, default)
+        held = budgets.reserve(conn, decision.system_name or "", estimate, ttl)
+        if held.granted:
+            return replace(decision, reservation_id=held.reservation_id, estimated_cost_usd=float(estimate))
+        refusals.append(f"{decision.system_name}: {held.refusal}")
+        blocked = {**context.blocked, decision.system_id: f"over budget: {held.refusal}"}
+        context = replace(context, blocked=blocked)
+        decision = decide(context, candidates)
+    if refusals:
+        raise budgets.BudgetRefusedError("no budget for this request: " + "; ".join(refusals))
     return decision
 
 
@@ -279,31 +319,72 @@ def decide(context: RoutingContext, candidates: list[RuleCandidate]) -> RoutingD
 
 
 def explore(context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]) -> RoutingDecision:
-    """With probability exploration_share, one of the other choices the rule path had (the rule's usable
-    alternatives and the fallback the router takes without the rule), drawn uniformly; the
-    decision records the probability of what was chosen, so that later estimates can weigh it.
-    Decisions off the rule path are not explored: they are what the router does anyway."""
-    share = context.exploration_share
-    if decision.path != "rule" or share <= 0:
+    """With probability exploration_share, another choice than the policy's, and the probability of
+    what was chosen recorded, so that later estimates can weigh logged outcomes:
+      - on the rule path, one of the other choices it had (the rule's usable alternatives and the
+        fallback the router takes without the rule), drawn uniformly;
+      - on a fallback whose best rule scored under the threshold by at most exploration_margin, that
+        rule's system: what a lower threshold would choose, which no other decision ever logs.
+    Other fallbacks are not explored: no setting within reach would choose differently."""
+    if context.exploration_share <= 0:
         return decision
+    if decision.path == "rule":
+        return _explore_rule_decision(context, decision, draw)
+    return _explore_near_threshold(context, decision, draw)
+
+
+def _usable(context: RoutingContext, system_id: UUID | None) -> bool:
+    return system_id is not None and system_id in context.active and system_id not in context.blocked
+
+
+def _explore_rule_decision(
+    context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]
+) -> RoutingDecision:
+    share = context.exploration_share
     fallback = _by_capability(context, []) or _by_catch_all(context, [])
     others = [
         s
         for s in dict.fromkeys([context.name_ids.get(n) for n in decision.alternatives] + [fallback.system_id])
-        if s is not None and s != decision.system_id and s in context.active and s not in context.blocked
+        if s != decision.system_id and _usable(context, s)
     ]
     if not others:
         return decision
     if draw() >= share:
         return replace(decision, propensity=round(1.0 - share, 6))
     chosen = others[min(int(draw() * len(others)), len(others) - 1)]
+    note = f"explored ({share:.0%} of rule decisions try another choice)"
+    return _explored(context, decision, chosen, share / len(others), note)
+
+
+def _explore_near_threshold(
+    context: RoutingContext, decision: RoutingDecision, draw: Callable[[], float]
+) -> RoutingDecision:
+    share = context.exploration_share
+    rule_system = context.name_ids.get(decision.rule_system) if decision.rule_system else None
+    score = decision.rule_score
+    # A fallback's best rule scored under the threshold (or its systems were unusable: then so is this).
+    near = score is not None and score >= context.threshold - context.exploration_margin
+    if not near or rule_system == decision.system_id or not _usable(context, rule_system):
+        return decision
+    if draw() >= share:
+        return replace(decision, propensity=round(1.0 - share, 6))
+    note = (
+        f"explored ({share:.0%} of fallbacks whose best rule scored within "
+        f"{context.exploration_margin} under the threshold try its system)"
+    )
+    return _explored(context, decision, rule_system, share, note)
+
+
+def _explored(
+    context: RoutingContext, decision: RoutingDecision, chosen: UUID, propensity: float, note: str
+) -> RoutingDecision:
     return replace(
         decision,
         system_id=chosen,
         system_name=context.names[chosen],
-        propensity=round(share / len(others), 6),
+        propensity=round(propensity, 6),
         explored=True,
-        fallbacks=[*decision.fallbacks, f"explored ({share:.0%} of rule decisions try another choice)"],
+        fallbacks=[*decision.fallbacks, note],
     )
 
 
@@ -427,5 +508,10 @@ def _log_execution(
             governance_check=governance,
             status="partial",
             routing_propensity=Decimal(str(decision.propensity)),
+            routing_rule_id=decision.rule_id,
+            constitution_hash=None
+            if decision.system_id is None
+            else constitution_hash(catalog.constitutions[catalog.ids.index(decision.system_id)]),
+            budget_reservation_id=decision.reservation_id,
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -167,6 +168,35 @@ def _row_counts(conn: psycopg.Connection) -> dict[str, int]:
     return counts
 
 
+class WorldReplacementError(RuntimeError):
+    """The loaded world cannot be replaced in place: pipelines have built on it."""
+
+
+def _refuse_if_derived(conn: psycopg.Connection, tenant_ids: list[Any]) -> None:
+    """Payroll documents point at the world's executions (and through them entries, approvals and
+    deliveries): deleting those executions would orphan them or fail half-way, so a database that
+    has run the pipelines on the old world is not rewritten underneath them."""
+    derived = conn.execute(
+        "SELECT count(*) FROM payroll_documents d JOIN executions e ON e.id = d.execution_id "
+        "WHERE e.tenant_id = ANY(%s)",
+        (tenant_ids,),
+    ).fetchone()[0]
+    if derived:
+        raise WorldReplacementError(
+            f"the database holds a different sample world with {derived} payroll document(s) processed from it; "
+            "start from an empty database (`make clean && make run`, or a new DATABASE_URL)"
+        )
+
+
+def world_fingerprint() -> str:
+    """A hash of what the world is generated from (the generator, its catalog and the payroll
+    documents' generator): a change to any of them makes a different world."""
+    digest = hashlib.sha256()
+    for module in (catalog, generator, payroll_docs):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def load_world(
     db: Database,
     params: generator.WorldParameters,
@@ -178,9 +208,9 @@ def load_world(
     with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('clay.sample_world'))")
         previous = conn.execute(
-            "SELECT seed, scale, anchor_date FROM sample_world_loads ORDER BY id DESC LIMIT 1"
+            "SELECT seed, scale, anchor_date, world_sha256 FROM sample_world_loads ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        if previous and previous[0] == params.seed and previous[1] == params.scale:
+        if previous and tuple(previous[:2]) == (params.seed, params.scale) and previous[3] == world_fingerprint():
             anchor = previous[2]
             payroll = payroll_docs.generate_payroll_world(world_dir / "payroll", params.seed, anchor)
             progress(f"sample world (seed {params.seed}, scale {params.scale}) already loaded; nothing to write")
@@ -202,8 +232,9 @@ def load_world(
 
         _upsert_tenants_and_systems(conn)
         if previous:
-            progress(f"replacing the previous sample world (seed {previous[0]}, scale {previous[1]})")
+            progress(f"replacing the previous sample world (seed {previous[0]}, scale {previous[1]}, or older code)")
             tenant_ids = [generator.tenant_id(t) for t in catalog.TENANTS]
+            _refuse_if_derived(conn, tenant_ids)
             for table in WORLD_TABLES:
                 conn.execute(
                     sql.SQL("DELETE FROM {} WHERE tenant_id = ANY(%s)").format(sql.Identifier(table)), (tenant_ids,)
@@ -217,8 +248,9 @@ def load_world(
             progress(f"  {table}: {count:,} rows")
         counts = _row_counts(conn)
         conn.execute(
-            "INSERT INTO sample_world_loads (seed, scale, anchor_date, row_counts) VALUES (%s, %s, %s, %s)",
-            (params.seed, params.scale, params.anchor, Jsonb(counts)),
+            "INSERT INTO sample_world_loads (seed, scale, anchor_date, row_counts, world_sha256) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (params.seed, params.scale, params.anchor, Jsonb(counts), world_fingerprint()),
         )
     assert params.anchor is not None
     payroll = payroll_docs.generate_payroll_world(world_dir / "payroll", params.seed, params.anchor)

@@ -278,6 +278,7 @@ def _evaluate(
         clusters=len(learned.micro),
         rule=dreaming.rule,
         history_ids=history.ids,
+        unblockable=[not (c.get("requires_approval") or []) for c in learned.catalog.constitutions],
     )
     test_input = {
         "window": {"from": data.window_start.isoformat(), "to": moment.isoformat()},

@@ -10,16 +10,18 @@ otherwise) and identified by its hash. For one family (a tenant's night: every p
      alpha with Holm's step-down over k (p-values and bounds: normal approximation with the
      bootstrap's standard error);
   4. per confirmed proposal: promote when Holm confirms it (its one-sided lower bound at its Holm
-     threshold is above zero), every guardrail's one-sided harm bound is within its tolerance, and
-     half B is at least the size that detects the minimum detectable effect (MDE) with the declared
-     power; reject when the gain's one-sided upper bound is below zero or a guardrail is breached
-     beyond its tolerance (its harm's one-sided lower bound above it); otherwise inconclusive. A
-     half B smaller than the MDE needs makes the decision at most inconclusive.
+     threshold is above zero) and every guardrail's one-sided harm bound is within its tolerance;
+     reject when the gain's one-sided upper bound is below zero or a guardrail is breached beyond
+     its tolerance (its harm's one-sided lower bound above it); otherwise inconclusive. The size
+     half B needs to detect the minimum detectable effect (MDE) with the declared power is reported
+     with the decision; a rule with require_power makes a smaller half B at most inconclusive.
 Requests whose choice has no support are valued at a bound (estimators.py): a promotion and a
 guardrail's "within" rest on the end worst for the mutation, a rejection and a breach on the end best
 for it, so neither is concluded from what was never observed. Guardrails are an intersection of
-one-sided tests, each at alpha (requiring them all needs no correction). Proposals not confirmed are
-"not_selected". The record (JSON) holds the rule, its hash and every figure an outcome rests on;
+one-sided tests, each at alpha (requiring them all needs no correction). A proposal not selected is
+"reject" when half A already shows it worse (its gain's upper bound below zero or a guardrail
+breached, at alpha over the number of proposals, unsupported choices at the end best for it), and
+"not_selected" otherwise. The record (JSON) holds the rule, its hash and every figure an outcome rests on;
 satisfies() recomputes every outcome from those figures.
 """
 
@@ -48,7 +50,10 @@ DEFAULT_RULE: dict[str, Any] = {
         "cost_per_request": {"tolerance": 0.10, "relative": True},
         "mean_duration_ms": {"tolerance": 0.10, "relative": True},
         "fallback_rate": {"tolerance": 0.05, "relative": False},
-        "governance_blocked_rate": {"tolerance": 0.01, "relative": False},
+        # Refusals already count as failures in the primary; this guards the approvals people
+        # handle. A margin a tenant's month can demonstrate: at 40 requests a day, a 1-point margin
+        # on a 2% event is not shown even when the true rise is a quarter of it.
+        "governance_blocked_rate": {"tolerance": 0.02, "relative": False},
     },
     "family": "tenant_night",
     "alpha": 0.025,
@@ -60,7 +65,14 @@ DEFAULT_RULE: dict[str, Any] = {
     "min_support": 1,
     "estimator": "auto",
     "split_history": False,
+    # Logged choices less likely than 1 in 5 (explorations, rare historical routes) are valued by the
+    # outcome model alone: their 1/propensity-weighted residuals would dominate the variance.
+    "max_importance_weight": 5,
+    # A half B smaller than the MDE needs still controls false promotions at alpha; it only makes a
+    # miss likely. True makes such a decision at most inconclusive (rules stored without it: False).
+    "require_power": False,
 }
+_OPTIONAL: dict[str, Any] = {"require_power": False, "max_importance_weight": math.inf}
 PROMOTE, REJECT, INCONCLUSIVE, NOT_SELECTED = "promote", "reject", "inconclusive", "not_selected"
 _Z = NormalDist()
 
@@ -82,7 +94,7 @@ def rule_from_constitution(tars_constitution: dict[str, Any] | None) -> dict[str
 
 def check_rule(rule: dict[str, Any]) -> dict[str, Any]:
     """The rule if every key is usable, else DecisionRuleError naming the first that is not."""
-    missing = sorted(set(DEFAULT_RULE) - set(rule))
+    missing = sorted(set(DEFAULT_RULE) - set(rule) - set(_OPTIONAL))
     if missing:
         raise DecisionRuleError(f"decision rule lacks {', '.join(missing)}")
     if rule["primary"] not in METRICS:
@@ -98,6 +110,11 @@ def check_rule(rule: dict[str, Any]) -> dict[str, Any]:
             raise DecisionRuleError(f"{key}={rule[key]!r} must be in ({low}, {high})")
     if not isinstance(rule["confirm_top_k"], int) or not 1 <= rule["confirm_top_k"] <= 3:
         raise DecisionRuleError(f"confirm_top_k={rule['confirm_top_k']!r} must be 1, 2 or 3")
+    weight = rule.get("max_importance_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 1:
+        raise DecisionRuleError(f"max_importance_weight={weight!r} must be a number >= 1")
+    if not isinstance(rule.get("require_power", False), bool):
+        raise DecisionRuleError(f"require_power={rule['require_power']!r} must be true or false")
     if not isinstance(rule["bootstrap"], int) or rule["bootstrap"] < 2:
         raise DecisionRuleError(f"bootstrap={rule['bootstrap']!r} must be an integer >= 2")
     return rule
@@ -239,9 +256,40 @@ def _selection(rule: dict[str, Any], est: Estimates, duplicate_of: list[str | No
                 "harms": harms,
                 "duplicate_of": duplicate_of[arm - 1],
                 "eligible": _eligible(gain, duplicate_of[arm - 1]),
+                "rejection": _rejection(rule, est, arm, len(est.arms) - 1),
             }
         )
     return out
+
+
+def _rejection(rule: dict[str, Any], est: Estimates, arm: int, proposals: int) -> dict[str, Any]:
+    """Whether half A already shows the proposal worse: its gain's upper bound below zero, or a
+    guardrail's harm lower bound above its tolerance, each with unsupported choices at the end best
+    for the mutation and at alpha / proposals (Bonferroni over the family: a rejection changes
+    nothing, but it should not be said of a neutral proposal by chance)."""
+    level = 1 - rule["alpha"] / max(proposals, 1)
+    gain, se = _side(est, arm, rule["primary"], optimistic=True)
+    harms = {}
+    for name, spec in rule["guardrails"].items():
+        best_gain, best_se = _side(est, arm, name, optimistic=True)
+        harms[name] = {
+            "harm_optimistic": -best_gain,
+            "se_optimistic": best_se,
+            "tolerance": _tolerance(spec, _current(est, name)),
+        }
+    return {"level": level, "gain_optimistic": gain, "se_optimistic": se, "harms": harms} | _rejected(
+        level, gain, se, harms
+    )
+
+
+def _rejected(level: float, gain: float, se: float, harms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    upper = _bound(gain, se, level, +1)
+    breached = sorted(
+        name
+        for name, h in harms.items()
+        if _bound(_finite(h["harm_optimistic"]), _finite(h["se_optimistic"]), level, -1) > _finite(h["tolerance"])
+    )
+    return {"gain_upper": upper, "breached": breached, "rejected": bool(upper < 0 or breached)}
 
 
 def _eligible(gain: float | None, duplicate_of: str | None) -> bool:
@@ -306,7 +354,7 @@ def _confirm(rule: dict[str, Any], est_b: Estimates, selected: list[dict[str, An
                 },
                 "guardrails": guardrails,
                 "power": power,
-                "outcome": _outcome(confirmed[j], upper, guardrails, power["adequate"]),
+                "outcome": _outcome(confirmed[j], upper, guardrails, _powered(rule, power)),
             }
         )
     return out
@@ -331,6 +379,11 @@ def _power(rule: dict[str, Any], selection: dict[str, Any], half_b: int, alpha: 
         "model_variance": model_variance,
         "power_at_half_b_with_model_variance": _achieved(sigma, model_variance, half_b, alpha, rule["mde"]),
     }
+
+
+def _powered(rule: dict[str, Any], power: dict[str, Any]) -> bool:
+    """Whether the power figures allow a promotion under this rule."""
+    return bool(power["adequate"]) or not rule.get("require_power", _OPTIONAL["require_power"])
 
 
 def _achieved(sigma: float, model_variance: float, n: int, alpha: float, effect: float) -> float | None:
@@ -359,8 +412,10 @@ def decide_family(
     clusters: int,
     systems: int,
     history_ids: Sequence[str] | None = None,
+    unblockable: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
-    """The decision record of one family: selection on half A, confirmation on half B."""
+    """The decision record of one family: selection on half A, confirmation on half B.
+    unblockable: per system, whether its constitution requires no approval (estimators.estimate)."""
     check_rule(rule)
     if len(request_ids) != len(window):
         raise ValueError(f"{len(request_ids)} request ids for {len(window)} window rows")
@@ -372,7 +427,9 @@ def decide_family(
         "clusters": clusters,
         "systems": systems,
         "min_support": rule["min_support"],
+        "max_weight": float(rule.get("max_importance_weight", _OPTIONAL["max_importance_weight"])),
         "estimator": rule["estimator"],
+        "unblockable": unblockable,
     }
     rows_a, rows_b = np.flatnonzero(in_a), np.flatnonzero(~in_a)
     est_a = estimate(
@@ -440,7 +497,7 @@ def _record(
             "half_a": est_a.summary(i + 1, level),
             "selection": selection[i],
             "selected": i in chosen,
-            "outcome": NOT_SELECTED,
+            "outcome": REJECT if selection[i]["rejection"]["rejected"] else NOT_SELECTED,
         }
         if i in chosen:
             j = chosen.index(i)
@@ -522,6 +579,12 @@ def _violations(record: dict[str, Any]) -> list[str]:
         selection = e["selection"]
         if selection["eligible"] != _eligible(selection["gain"], selection["duplicate_of"]):
             problems.append(f"{e['hash'][:12]}: eligibility does not follow from its half-A figures")
+        r = selection["rejection"]
+        redone = _rejected(_finite(r["level"]), _finite(r["gain_optimistic"]), _finite(r["se_optimistic"]), r["harms"])
+        if (redone["rejected"], redone["breached"]) != (r["rejected"], r["breached"]):
+            problems.append(f"{e['hash'][:12]}: the half-A rejection does not follow from its figures")
+        if not _close(r["level"], 1 - rule["alpha"] / len(entries)):
+            problems.append(f"{e['hash'][:12]}: the half-A rejection level is not alpha over the family")
     chosen = _ranked(hashes, [e["selection"] for e in entries], rule["confirm_top_k"])
     if [hashes[i] for i in chosen] != record["selected"] or [e["selected"] for e in entries] != [
         i in chosen for i in range(len(entries))
@@ -534,7 +597,8 @@ def _violations(record: dict[str, Any]) -> list[str]:
         rule, [hashes[i] for i in chosen], confirmed, [entries[i]["selection"] for i in chosen]
     )
     for i, e in enumerate(entries):
-        expected = confirmed[chosen.index(i)]["outcome"] if i in chosen else NOT_SELECTED
+        unselected = REJECT if e["selection"]["rejection"]["rejected"] else NOT_SELECTED
+        expected = confirmed[chosen.index(i)]["outcome"] if i in chosen else unselected
         if e["outcome"] != expected:
             problems.append(f"{e['hash'][:12]}: outcome {e['outcome']} but its figures give {expected}")
     if record["promote"] != _to_promote(entries):
@@ -570,7 +634,7 @@ def _confirmation_violations(
         power = _power(rule, selections[j], x["power"]["half_b_requests"], alpha / k)
         if (x["power"]["required_requests"], x["power"]["adequate"]) != (power["required_requests"], power["adequate"]):
             problems.append(f"{label}: the required size does not follow from the MDE and the variance")
-        expected = _outcome(holm_confirmed[j], upper, guardrails, power["adequate"])
+        expected = _outcome(holm_confirmed[j], upper, guardrails, _powered(rule, power))
         if x["outcome"] != expected:
             problems.append(f"{label}: confirmation outcome {x['outcome']} but its figures give {expected}")
     return problems
@@ -624,6 +688,7 @@ def dream_cycle(
     rule: dict[str, Any] | None = None,
     family: dict[str, Any] | None = None,
     history_ids: Sequence[str] | None = None,
+    unblockable: Sequence[bool] | None = None,
 ) -> dict[str, Any]:
     """Propose, replay and decide one cycle of the router's constitution. `requests`, `window` and
     `request_ids` describe the same window requests in the same order; `systems` names the
@@ -647,6 +712,7 @@ def dream_cycle(
         clusters=clusters,
         systems=len(systems),
         history_ids=history_ids,
+        unblockable=unblockable,
     )
     record["current_settings"] = current_settings(constitution)
     record["skipped"] = [{"hash": mutation_hash(m), "mutation": m, "reason": r} for m, r in planned.skipped]

@@ -347,6 +347,8 @@ class _Window:
     fallback: np.ndarray  # (n, arms) float
     match: np.ndarray  # (n, arms): the arm chose what was logged
     same: np.ndarray  # (n, arms): the arm chose what the baseline chose
+    max_weight: float  # logged choices weighted beyond it get no residual correction
+    unblockable: np.ndarray  # (systems + 1,) governance cannot block the choice (no approvals required)
 
 
 def estimate(
@@ -360,9 +362,18 @@ def estimate(
     rng: np.random.Generator | None = None,
     estimator: str = "auto",
     min_support: float = 1.0,
+    max_weight: float = math.inf,
+    unblockable: Sequence[bool] | None = None,
 ) -> Estimates:
-    """Every arm's estimates on the window (arms[0] is the baseline of the paired differences)."""
-    fixed = _prepare(window, history, arms, clusters, systems)
+    """Every arm's estimates on the window (arms[0] is the baseline of the paired differences).
+    Logged choices whose importance weight (1 / propensity) exceeds max_weight get no residual
+    correction: the model's value stands for them (the switch estimator of Wang, Agarwal and Dudik,
+    2017), trading the variance of rare, heavily weighted choices for the model's assumption.
+    unblockable: per system, whether its constitution requires no approval at all, so governance
+    cannot block it: its governance-blocked bound is 0, known from the constitution, not the data."""
+    if not max_weight >= 1:
+        raise EstimationError(f"max_weight={max_weight!r} must be at least 1")
+    fixed = _prepare(window, history, arms, clusters, systems, max_weight, unblockable)
     estimator, estimated_share = _choose_estimator(estimator, window)
     if rng is None:
         rng = np.random.default_rng(0)
@@ -422,7 +433,17 @@ def _choose_estimator(requested: str, window: Outcomes) -> tuple[str, float]:
     return (DOUBLY_ROBUST, 0.0) if missing == 0 else (DOUBLY_ROBUST_ESTIMATED, missing)
 
 
-def _prepare(window: Outcomes, history: Outcomes, arms: Sequence[Arm], clusters: int, systems: int) -> _Window:
+def _prepare(
+    window: Outcomes,
+    history: Outcomes,
+    arms: Sequence[Arm],
+    clusters: int,
+    systems: int,
+    max_weight: float,
+    unblockable: Sequence[bool] | None,
+) -> _Window:
+    if unblockable is not None and len(unblockable) != systems:
+        raise EstimationError(f"unblockable names {len(unblockable)} systems, not {systems}")
     if not arms:
         raise EstimationError("no arms to estimate")
     for label, rows in (("window", window), ("history", history)):
@@ -444,6 +465,9 @@ def _prepare(window: Outcomes, history: Outcomes, arms: Sequence[Arm], clusters:
         values=values,
         observed=~np.isnan(values),
         propensity=window.propensity.astype(float),
+        max_weight=max_weight,
+        # The "no system" column last: nothing to block.
+        unblockable=np.append(np.zeros(systems, bool) if unblockable is None else np.asarray(unblockable, bool), True),
         choices=choices,
         fallback=np.column_stack([a.fallback.astype(float) for a in arms]),
         match=choices == window.system[:, None],
@@ -477,7 +501,7 @@ def _evaluate(
     """One fit and evaluation under request weights w and history weights v."""
     model = _fit(history, v, shape, hist_values, min_support)
     psi, unsupported = _pseudo_outcomes(fixed, model, w, shape, estimator)
-    pessimistic = np.where(unsupported, model.pessimistic[:, None, None], psi)
+    pessimistic = np.where(unsupported, _pessimistic_bounds(model, fixed)[:, fixed.choices], psi)
     optimistic = np.where(unsupported, model.optimistic[:, None, None], psi)
     # Worst case for the arm: its unsupported choices pessimistic, the baseline's optimistic.
     diff = np.where(fixed.same[None], 0.0, pessimistic - optimistic[:, :, :1])
@@ -505,6 +529,15 @@ def _evaluate(
         diff_unsupported=np.column_stack([mean(bounded.astype(float)), zeros]),
         diff_sd=np.column_stack([spread, fallback_spread]),
     )
+
+
+def _pessimistic_bounds(model: _Model, fixed: _Window) -> np.ndarray:
+    """(metrics, systems + 1): each metric's pessimistic bound per choice; a choice governance
+    cannot block has a blocked-rate bound of 0."""
+    bounds = np.repeat(model.pessimistic[:, None], len(fixed.unblockable), axis=1)
+    blocked = OUTCOME_METRICS.index("governance_blocked_rate")
+    bounds[blocked, fixed.unblockable] = 0.0
+    return bounds
 
 
 def _pseudo_outcomes(
@@ -535,6 +568,8 @@ def _residuals(fixed: _Window, model: _Model, w: np.ndarray, shape: tuple[int, i
             estimated = rows[cell] / per_cluster[fixed.cluster]
         propensity = np.where(np.isnan(propensity), estimated, propensity)
     out = np.zeros((fixed.values.shape[1], len(cell)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        within = propensity * fixed.max_weight >= 1  # beyond: the switch to the model's value
     logged_mean = model.mean[:, fixed.cluster, fixed.logged]
     logged_supported = model.supported[:, fixed.cluster, fixed.logged]
     for m in range(fixed.values.shape[1]):
@@ -543,6 +578,6 @@ def _residuals(fixed: _Window, model: _Model, w: np.ndarray, shape: tuple[int, i
         with np.errstate(invalid="ignore", divide="ignore"):
             share = recorded[cell] / rows[cell]
             value = (fixed.values[:, m] - logged_mean[m]) / (propensity * share)
-        usable = observed & logged_supported[m] & np.isfinite(value)
+        usable = observed & logged_supported[m] & np.isfinite(value) & within
         out[m] = np.where(usable, value, 0.0)
     return out

@@ -1,0 +1,1 @@
+"""The execution path: completion and ratings, budget reservations, signed receipts."""
