@@ -146,10 +146,15 @@ def test_receipts_are_append_only_for_the_application_role(database, tenants, si
     for statement in (
         "UPDATE executions SET receipt_signature = 'x' WHERE id = %s",
         "UPDATE executions SET system_name = 'other' WHERE id = %s",
-        "DELETE FROM executions WHERE id = %s",
     ):
         with pytest.raises(psycopg.Error, match="signed receipt"), database.tenant_transaction(tenants.alpha) as conn:
             conn.execute(statement, (ids[0],))
+    # Deleting is not the application's at all (only the lifecycle removes content).
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table executions"),
+        database.tenant_transaction(tenants.alpha) as conn,
+    ):
+        conn.execute("DELETE FROM executions WHERE id = %s", (ids[0],))
     with pytest.raises(psycopg.Error, match="only grows"), database.tenant_transaction(tenants.alpha) as conn:
         conn.execute("UPDATE receipt_chains SET length = 0")
     with pytest.raises(psycopg.errors.InsufficientPrivilege), database.tenant_transaction(tenants.alpha) as conn:
