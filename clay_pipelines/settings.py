@@ -139,7 +139,7 @@ def variables() -> tuple[Variable, ...]:
         Variable(
             name="CLAY_RECEIPT_CHECKPOINT_DIR",
             default=None,
-            meaning="where signed receipt checkpoints are exported (default STATE_DIR/receipt_checkpoints)",
+            meaning="where signed receipt checkpoints are exported (default the archive store's receipt-checkpoints/)",
         ),
         Variable(
             name="CLAY_RECEIPT_PENDING_LIMIT_MINUTES",
@@ -235,8 +235,14 @@ def receipt_key_dir() -> Path:
     return Path(env("CLAY_RECEIPT_KEY_DIR") or state_dir() / "receipt_keys").resolve()
 
 
-def receipt_checkpoint_dir() -> Path:
-    return Path(env("CLAY_RECEIPT_CHECKPOINT_DIR") or state_dir() / "receipt_checkpoints").resolve()
+def receipt_checkpoint_dir() -> str:
+    """Where checkpoints are exported: CLAY_RECEIPT_CHECKPOINT_DIR, else the archive store's
+    receipt-checkpoints/ (a local folder or any fsspec URL)."""
+    explicit = env("CLAY_RECEIPT_CHECKPOINT_DIR")
+    if explicit:
+        return explicit if "://" in explicit else str(Path(explicit).resolve())
+    archive = env("CLAY_ARCHIVE_URL") or str((state_dir() / "archive").resolve())
+    return f"{archive.rstrip('/')}/receipt-checkpoints"
 
 
 def receipt_signer_hook() -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -109,14 +110,19 @@ def test_a_signature_by_another_key_is_detected(fresh_db, database, tenants, sig
     ]
 
 
-def test_truncation_is_detected_against_the_latest_checkpoint(fresh_db, database, tenants, signer, tmp_path) -> None:
+@pytest.mark.parametrize("store", ["a local folder", "an fsspec URL (the archive store)"])
+def test_truncation_is_detected_against_the_latest_checkpoint(
+    fresh_db, database, tenants, signer, tmp_path, store
+) -> None:
     ids = _chain(database, tenants.alpha, signer)
-    folder = tmp_path / "checkpoints"
+    folder = tmp_path / "checkpoints" if store == "a local folder" else f"memory://{uuid.uuid4()}/receipt-checkpoints"
     with database.tenant_transaction(tenants.alpha) as conn:
         checkpoint = receipts.write_checkpoint(conn, tenants.alpha, signer, folder)
         assert receipts.write_checkpoint(conn, tenants.alpha, signer, folder) is None  # nothing new
     assert checkpoint is not None and checkpoint.length == 5
-    assert (folder / str(tenants.alpha) / "000000000005.json").exists()
+    exported = receipts.exported_checkpoints(folder, tenants.alpha)
+    assert [(c.length, c.head_hash, c.signature) for c in exported] == [(5, checkpoint.head_hash, checkpoint.signature)]
+    assert exported[0].source.endswith(f"{tenants.alpha}/000000000005.json")
     # Cut the last two receipts and rewind the head to match: the chain alone looks whole...
     with database.tenant_transaction(tenants.alpha) as conn:
         third = conn.execute("SELECT receipt_hash FROM executions WHERE id = %s", (ids[2],)).fetchone()[0]
@@ -210,3 +216,16 @@ def test_key_files_are_0600_rotation_keeps_old_keys_verifying(database, tenants,
     (folder / keys.CURRENT).write_text(signer.key_id)
     with pytest.raises(keys.ReceiptKeyError, match="readable by its owner only"):
         keys.file_signer(folder)
+
+
+def test_checkpoints_go_to_the_archive_store_unless_a_folder_is_named(monkeypatch, tmp_path) -> None:
+    from clay_pipelines import settings
+
+    monkeypatch.delenv("CLAY_RECEIPT_CHECKPOINT_DIR", raising=False)
+    monkeypatch.setenv("CLAY_ARCHIVE_URL", "s3://clay-archive/prod/")
+    assert settings.receipt_checkpoint_dir() == "s3://clay-archive/prod/receipt-checkpoints"
+    monkeypatch.delenv("CLAY_ARCHIVE_URL")
+    monkeypatch.setenv("CLAY_STATE_DIR", str(tmp_path))
+    assert settings.receipt_checkpoint_dir() == f"{tmp_path.resolve()}/archive/receipt-checkpoints"
+    monkeypatch.setenv("CLAY_RECEIPT_CHECKPOINT_DIR", str(tmp_path / "elsewhere"))
+    assert settings.receipt_checkpoint_dir() == str((tmp_path / "elsewhere").resolve())

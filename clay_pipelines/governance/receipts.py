@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import fsspec
 import psycopg
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -215,7 +216,9 @@ def _verifies(key: Ed25519PublicKey | None, signature: str | None, signed: bytes
     return True
 
 
-def write_checkpoint(conn: psycopg.Connection, tenant_id: UUID, signer: Signer, folder: Path) -> Checkpoint | None:
+def write_checkpoint(
+    conn: psycopg.Connection, tenant_id: UUID, signer: Signer, folder: str | Path
+) -> Checkpoint | None:
     """A signed checkpoint of the tenant's chain, stored and exported to folder/<tenant>/; None when
     the chain has not grown since the last one."""
     row = conn.execute(
@@ -241,20 +244,30 @@ def write_checkpoint(conn: psycopg.Connection, tenant_id: UUID, signer: Signer, 
     return checkpoint
 
 
-def export_checkpoint(checkpoint: Checkpoint, folder: Path) -> Path:
-    target = folder / str(checkpoint.tenant_id)
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"{checkpoint.length:012d}.json"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({**checkpoint.payload(), "signature": checkpoint.signature}, indent=2) + "\n")
-    temporary.replace(path)
+def _checkpoint_folder(location: str | Path, tenant_id: UUID) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The tenant's folder of exported checkpoints: a local folder or any fsspec URL (the archive
+    store, s3://... for one)."""
+    fs, root = fsspec.core.url_to_fs(str(location))
+    return fs, f"{root.rstrip('/')}/{tenant_id}"
+
+
+def export_checkpoint(checkpoint: Checkpoint, location: str | Path) -> str:
+    """Written under a temporary name and moved into place, so a reader never sees half a file."""
+    fs, folder = _checkpoint_folder(location, checkpoint.tenant_id)
+    fs.makedirs(folder, exist_ok=True)
+    path = f"{folder}/{checkpoint.length:012d}.json"
+    with fs.open(f"{path}.tmp", "w") as handle:
+        handle.write(json.dumps({**checkpoint.payload(), "signature": checkpoint.signature}, indent=2) + "\n")
+    fs.mv(f"{path}.tmp", path)
     return path
 
 
-def exported_checkpoints(folder: Path, tenant_id: UUID) -> list[Checkpoint]:
+def exported_checkpoints(location: str | Path, tenant_id: UUID) -> list[Checkpoint]:
+    fs, folder = _checkpoint_folder(location, tenant_id)
     out = []
-    for path in sorted((folder / str(tenant_id)).glob("*.json")):
-        data = json.loads(path.read_text())
+    for path in sorted(fs.glob(f"{folder}/*.json")):
+        with fs.open(path, "r") as handle:
+            data = json.loads(handle.read())
         out.append(
             Checkpoint(
                 tenant_id=UUID(data["tenant_id"]),
@@ -304,7 +317,7 @@ def verify_chain(
     conn: psycopg.Connection,
     tenant_id: UUID,
     *,
-    checkpoint_folder: Path | None = None,
+    checkpoint_folder: str | Path | None = None,
     since: date | None = None,
     pending_limit: timedelta = timedelta(hours=1),
 ) -> Verification:
@@ -375,7 +388,7 @@ def _check_checkpoint(
     rows: list[tuple[Any, ...]],
     last_seq: int,
     keys: dict[str, Ed25519PublicKey],
-    folder: Path | None,
+    folder: str | Path | None,
     report: Verification,
 ) -> None:
     candidates = stored_checkpoints(conn, tenant_id) + (exported_checkpoints(folder, tenant_id) if folder else [])
