@@ -115,6 +115,9 @@ def test_system_rollups_asset_writes_exact_figures_and_checks_the_graph(acme_env
     assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [
         ("dependency_graph_sound", True)
     ]
+    table = result.get_asset_materialization_events()[0].materialization.metadata["systems"].value
+    assert table.splitlines()[0].rstrip(" |").endswith("status | lifecycle")
+    assert all(line.rstrip(" |").endswith("HOT") for line in table.splitlines()[2:])  # each system's state
     assert _materialize(acme_env, [system_rollups]).success
     with acme_env.admin() as conn:
         assert conn.execute("SELECT name, total_executions FROM systems ORDER BY name").fetchall() == [

@@ -228,7 +228,8 @@ def system_rollups(context: dg.AssetExecutionContext, postgres: PostgresResource
             "rows_written": changed,
             "systems": dg.MetadataValue.md(
                 markdown_table(
-                    ["system", "executions", "successful", "avg cost", "avg ms", "satisfaction", "status"], rows
+                    ["system", "executions", "successful", "avg cost", "avg ms", "satisfaction", "status", "lifecycle"],
+                    rows,
                 )
             ),
         },

@@ -149,9 +149,9 @@ def tenant_dependency_problems(db: Database, tenant_id: UUID) -> list[GraphProbl
 
 def system_figures(db: Database) -> list[tuple]:
     """Every system's rolled-up figures, most executions first: (name, total, successful, avg cost,
-    avg ms, satisfaction, status)."""
+    avg ms, satisfaction, status, lifecycle state from its last execution)."""
     with db.maintenance_transaction(MaintenanceJob.SYSTEM_ROLLUPS) as conn:
         return conn.execute(
             "SELECT name, total_executions, successful_executions, avg_cost_usd, avg_execution_time_ms, "
-            "avg_user_satisfaction, status FROM systems ORDER BY total_executions DESC, name"
+            "avg_user_satisfaction, status, lifecycle_state FROM systems ORDER BY total_executions DESC, name"
         ).fetchall()
