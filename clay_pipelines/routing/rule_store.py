@@ -211,8 +211,12 @@ def execution_batches(
         columns=_LEAN_COLUMNS if lean else _EXECUTION_COLUMNS, condition=condition
     )
     if sample is not None:
-        query += sql.SQL(" AND random() < %s")
+        # A sample drawn by a hash of the id, not random(): the same executions give the same rules.
+        query += sql.SQL(" AND (hashtextextended(e.id::text, 0) & 1048575) < %s * 1048576")
         params = (*params, sample)
+    # In time order, not the table's physical order, which every UPDATE (aging, rating) reshuffles:
+    # the learner's clusters and patterns depend on the order it reads.
+    query += sql.SQL(" ORDER BY e.started_at, e.id")
     vector_type = conn.adapters.types.get("vector")
     with conn.cursor(name="routing_learner_executions", binary=True) as cursor:
         if vector_type is not None:
