@@ -68,7 +68,8 @@ def execution_receipts(context: dg.AssetExecutionContext, postgres: PostgresReso
     kinds={"postgres", "python"},
     owners=OWNERS,
     description="A signed checkpoint (tenant, count, head hash, time) of every grown receipt chain, exported to "
-    "CLAY_RECEIPT_CHECKPOINT_DIR; then every chain is verified against its latest checkpoint.",
+    "the archive store's receipt-checkpoints/ (or CLAY_RECEIPT_CHECKPOINT_DIR); then every chain is verified "
+    "against its latest checkpoint.",
     check_specs=[
         dg.AssetCheckSpec(
             "every_chain_verifies",
