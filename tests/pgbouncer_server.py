@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-MISSING = "PgBouncer is not installed: `apt-get install pgbouncer` (Debian's pgbouncer 1.18) runs these tests"
+MISSING = "PgBouncer is not installed: install it to run these tests (`apt-get install pgbouncer`, Debian's 1.18)"
 ADMIN_USER = "bouncer_admin"
 
 
@@ -123,8 +123,9 @@ def _wait_until_listening(process: subprocess.Popen[bytes], port: int, folder: P
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            log = (folder / "pgbouncer.log").read_text(errors="replace") if (folder / "pgbouncer.log").exists() else ""
-            raise RuntimeError(f"pgbouncer exited with {process.returncode}: {log[-2000:]}")
+            log = folder / "pgbouncer.log"
+            said = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"pgbouncer exited with {process.returncode}: {said}")
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
