@@ -10,6 +10,7 @@ on the direct connection.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -338,3 +339,27 @@ def test_a_pooled_client_costs_the_server_one_transaction_per_transaction(fresh_
             _own_rows(db, alpha)
         db.close()  # the pool has nothing left to do in the background
         assert pgb.transactions(ALIAS) - before == 5
+
+
+# What a transaction pooler cannot carry from one transaction to the next, as it would be written.
+_SESSION_STATE = {
+    "a session-level advisory lock": r"pg_(try_)?advisory_lock(_shared)?\s*\(",
+    "a session-level setting": r"set_config\([^()]*,\s*false\s*\)|[\"']\s*SET\s+(?!LOCAL\b)|[\"']\s*RESET\s",
+    "LISTEN": r"[\"']\s*LISTEN\s|\bLISTEN\s+[a-z_]+\s*;",
+    "a temporary table": r"CREATE\s+(GLOBAL\s+|LOCAL\s+)?TEMP(ORARY)?\s+TABLE",
+    "a prepared statement": r"[\"']\s*PREPARE\s|prepare\s*=\s*True",
+}
+
+
+def test_nothing_the_pooled_connections_run_relies_on_the_session() -> None:
+    """The migrations alone (over DATABASE_URL, directly) hold a session-level lock and reset the role."""
+    sources = [*settings.PACKAGE_DIR.rglob("*.py"), *settings.SQL_DIR.glob("*.sql")]
+    direct_only = {settings.PACKAGE_DIR / "db" / "migrations.py"}
+    found = [
+        f"{path.relative_to(settings.PROJECT_ROOT)}: {what}"
+        for path in sources
+        if path not in direct_only
+        for what, pattern in _SESSION_STATE.items()
+        if re.search(pattern, path.read_text(), re.IGNORECASE if path.suffix == ".sql" else 0)
+    ]
+    assert found == []
