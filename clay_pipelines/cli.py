@@ -1,6 +1,7 @@
 """`clay`: the project's command line.
 
   clay db start|stop|status|url|migrate   the database
+  clay db backup|restore PATH             both databases, dumped and restored whole
   clay seed [--scale N] [--seed S]        load the sample world
   clay run                                materialize every asset, headless
   clay dev                                the Dagster UI on the same database and instance
@@ -24,7 +25,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_governance, cli_lifecycle, cli_payroll_confirm, cli_tars, settings
+from clay_pipelines import cli_db, cli_governance, cli_lifecycle, cli_payroll_confirm, cli_tars, settings
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -528,8 +529,8 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
 
 
 def _add_database_commands(commands: argparse._SubParsersAction) -> None:
-    """clay db start|stop|status|url|migrate"""
-    db = commands.add_parser("db", help="the database: start, stop, status, url, migrate")
+    """clay db start|stop|status|url|migrate|backup|restore"""
+    db = commands.add_parser("db", help="the database: start, stop, status, url, migrate, backup, restore")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("start", help="start the embedded PostgreSQL (no-op with DATABASE_URL)").set_defaults(
         handler=cmd_db_start
@@ -547,6 +548,7 @@ def _add_database_commands(commands: argparse._SubParsersAction) -> None:
     )
     url.set_defaults(handler=cmd_db_url)
     db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(handler=cmd_db_migrate)
+    cli_db.register(db_commands)
 
 
 def _add_world_commands(commands: argparse._SubParsersAction) -> None:
