@@ -255,7 +255,7 @@ def backup(site: Site, destination: Path, progress: Callable[[str], None] = lamb
             manifest["parts"][part.label] = _dump_part(part, pg_dump, dump_major, staging / part.file_name)
         platform = manifest["parts"].get("platform", {})
         manifest["migrations"] = platform.pop("ledger", [])
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if destination.exists():
             destination.rmdir()
         staging.rename(destination)
