@@ -156,10 +156,13 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     from clay_pipelines.db.migrations import apply_migrations
-    from clay_pipelines.db.targets import resolve_target
+    from clay_pipelines.db.targets import ensure_dagster_schema, resolve_target
 
     target = resolve_target()
     applied = apply_migrations(target.admin_url)
+    # Dagster's storage goes in the `dagster` schema of an external database: a migration Job that
+    # runs before Dagster's own pods (Kubernetes) must leave it there.
+    ensure_dagster_schema(target)
     if applied:
         for migration in applied:
             _say(f"applied {migration.path.name}")
