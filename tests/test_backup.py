@@ -243,13 +243,15 @@ def test_restore_refuses_a_database_that_is_not_empty_without_force(marked: Site
 
 def test_restore_refuses_a_damaged_dump(marked: Site, small_backup: Path) -> None:
     dump = small_backup / "platform.dump"
-    data = bytearray(dump.read_bytes())
+    original = dump.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     dump.write_bytes(bytes(data))
     with pytest.raises(
         BackupError, match=r"platform\.dump: sha256 differs from the manifest's; the platform dump is damaged"
     ):
         restore(marked, small_backup, force=True)
+    dump.write_bytes(original)
     (small_backup / "dagster.dump").unlink()
     with pytest.raises(BackupError, match=r"dagster\.dump: missing; the backup is incomplete"):
         restore(marked, small_backup, force=True)

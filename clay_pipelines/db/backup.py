@@ -28,12 +28,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 from clay_pipelines.db import migrations
+
+if TYPE_CHECKING:
+    from clay_pipelines.db.targets import DatabaseTarget
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -110,7 +114,7 @@ def _search_path_schema(url: str) -> str | None:
     return match.group(1) if match else None
 
 
-def site_for(target) -> Site:  # noqa: ANN001 - DatabaseTarget; imported late to keep this module light
+def site_for(target: DatabaseTarget) -> Site:
     """The platform's schemas and Dagster's storage as the target resolves them."""
     platform = Part("platform", libpq_url(target.admin_url), PLATFORM_SCHEMAS, PLATFORM_EXTENSIONS)
     dagster_url = libpq_url(target.dagster_url)
@@ -309,6 +313,10 @@ def read_manifest(path: Path) -> dict:
             raise BackupError(f"{manifest_path}: format {manifest.get('format')!r}, this code reads {FORMAT_VERSION}")
         parts = manifest["parts"]
         for label, part in parts.items():
+            if Path(part["file"]).name != part["file"]:
+                raise BackupError(
+                    f"{manifest_path}: the {label} dump {part['file']!r} is not a file name in the backup"
+                )
             dump = path / part["file"]
             if not dump.is_file():
                 raise BackupError(f"{dump}: missing; the backup is incomplete")
@@ -399,8 +407,9 @@ def restore(
     if site.server_url:
         _restore_by_swap(site.server_url, pg_restore, source, plan, progress)
     else:
-        for part, entry in plan:
+        for part, _ in plan:
             _require_not_ahead(part, manifest)
+        for part, entry in plan:
             progress(f"restoring {part.label} into {part.database} (one transaction)")
             _pg_restore(pg_restore, source / entry["file"], part, clean=True)
             _after_restore(part)
