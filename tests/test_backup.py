@@ -398,3 +398,28 @@ def test_the_site_covers_both_databases_as_the_target_resolves_them(
     platform, dagster = external_site.parts
     assert (platform.url, dagster.database, dagster.schemas) == (fresh_db.admin_url, fresh_db.name, ("dagster",))
     assert external_site.bin_dir is None and external_site.server_url is None
+
+
+def test_dagsters_schema_in_the_platform_database_round_trips_as_its_own_part(
+    fresh_db: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DATABASE_URL alone: Dagster's tables live in that database's `dagster` schema (as on Supabase)."""
+    monkeypatch.setenv("DATABASE_URL", fresh_db.admin_url)
+    monkeypatch.setenv("PATH", f"{embedded_bin_dir(fresh_db.admin_url)}{os.pathsep}{os.environ['PATH']}")
+    assert cli.main(["db", "migrate"]) == 0  # creates the dagster schema
+    dagster_url = f"{fresh_db.admin_url}&options=-csearch_path%3Ddagster"
+    materialize_once(dagster_url)
+    before = table_digests(fresh_db.admin_url, ("public", "clay_admin", "dagster"))
+    assert before["dagster.runs"][0] == 1
+
+    assert cli.main(["db", "backup", str(tmp_path / "backup")]) == 0
+    manifest = json.loads((tmp_path / "backup" / "manifest.json").read_text())
+    assert manifest["parts"]["dagster"]["schemas"] == ["dagster"]
+    assert "dagster.runs" in manifest["parts"]["dagster"]["row_counts"]
+    assert not [t for t in manifest["parts"]["platform"]["row_counts"] if t.startswith("dagster.")]
+
+    materialize_once(dagster_url)
+    admin_execute(fresh_db.admin_url, "DELETE FROM public.schema_migrations WHERE version = 1")
+    capsys.readouterr()
+    assert cli.main(["db", "restore", str(tmp_path / "backup"), "--force"]) == 0
+    assert table_digests(fresh_db.admin_url, ("public", "clay_admin", "dagster")) == before
