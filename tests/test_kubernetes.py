@@ -15,7 +15,6 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
-from dagster._core.storage.dagster_run import DagsterRun
 
 from clay_pipelines import cli, settings
 from clay_pipelines.db import embedded
@@ -390,7 +389,7 @@ def test_a_runs_job_gets_the_image_secrets_limits_and_user_the_values_ask_for(
 
     with chart_instance as instance:
         launcher = instance.run_launcher
-        run = DagsterRun(job_name="every_asset", run_id="0" * 36)
+        run = dg.DagsterRun(job_name="every_asset", run_id="0" * 36)
         context = launcher.get_container_context_for_run(run)
         job = construct_dagster_k8s_job(
             job_config=context.get_k8s_job_config(
