@@ -68,6 +68,16 @@ class TestDatabase:
         return psycopg.connect(self.admin_url, autocommit=True)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """`clay` commands run in-process export the database target to os.environ for Dagster's
+    processes; give every test the environment it started with."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[embedded.EmbeddedServer]:
     server = embedded.start(settings.pgdata_dir())

@@ -344,7 +344,7 @@ def test_a_pooled_client_costs_the_server_one_transaction_per_transaction(fresh_
 # What a transaction pooler cannot carry from one transaction to the next, as it would be written.
 _SESSION_STATE = {
     "a session-level advisory lock": r"pg_(try_)?advisory_lock(_shared)?\s*\(",
-    "a session-level setting": r"set_config\([^()]*,\s*false\s*\)|[\"']\s*SET\s+(?!LOCAL\b)|[\"']\s*RESET\s",
+    "a session-level setting": r"set_config\([^()]*,\s*false\s*\)|[\"']\s*SET\s+(?!LOCAL\b|TRANSACTION\b)|[\"']\s*RESET\s",
     "LISTEN": r"[\"']\s*LISTEN\s|\bLISTEN\s+[a-z_]+\s*;",
     "a temporary table": r"CREATE\s+(GLOBAL\s+|LOCAL\s+)?TEMP(ORARY)?\s+TABLE",
     "a prepared statement": r"[\"']\s*PREPARE\s|prepare\s*=\s*True",
