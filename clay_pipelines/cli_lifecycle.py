@@ -345,3 +345,17 @@ def cmd_policy_set(args: argparse.Namespace) -> int:
         name = db.tenant_names().get(tenant_id, args.tenant)
     _cli()._say(_policy_line(name, thresholds, args.by))
     return 0
+
+
+def say_states_after_run(assets: list[str]) -> None:
+    """After `clay run` aged the executions: each tenant's rows per lifecycle state, one line a tenant."""
+    from clay_pipelines.lifecycle.report import state_table
+
+    if "lifecycle/execution_aging" not in assets:
+        return
+    with _cli()._database() as db:
+        rows = state_table(db)
+    _cli()._say("executions by lifecycle state (as of now, by last access):")
+    for tenant in dict.fromkeys(r.tenant for r in rows):
+        states = "  ".join(f"{r.state} {r.rows:,}" for r in rows if r.tenant == tenant)
+        _cli()._say(f"  {tenant}: {states}")
