@@ -159,3 +159,16 @@ def test_the_database_refuses_a_policy_under_the_minimum_whoever_writes_it(fresh
         lw.build(db)
         with pytest.raises(psycopg.errors.CheckViolation), db.tenant_transaction(lw.ACME) as conn:
             conn.execute("INSERT INTO lifecycle_policies (cold_after_days, updated_by) VALUES (89, 'x')")
+
+
+def test_clay_run_prints_the_executions_per_lifecycle_state_after_aging(fresh_db, tmp_path) -> None:
+    now = datetime.now(UTC)
+    with fresh_db.database() as db:
+        lw.build(db)
+        for days, n in ((10, 3), (40, 2), (100, 1)):
+            lw.add(db, lw.ACME, accessed=now - timedelta(days=days), n=n)
+    result = clay("run", "--select", "lifecycle/execution_aging", database=fresh_db.name, archive=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    start = lines.index("executions by lifecycle state (as of now, by last access):")
+    assert lines[start + 1 : start + 2] == ["  Acme: HOT 3  WARM 2  COLD 1"]
