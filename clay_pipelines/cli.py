@@ -273,6 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 exit_now(128 + signum)
     _say("")
     _say(format_report(report))
+    cli_lifecycle.say_states_after_run([a.asset for a in report.assets])
     if not report.ok:
         for failure in report.failures:
             print(f"clay: failed: {failure.line()}", file=sys.stderr)

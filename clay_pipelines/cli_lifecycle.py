@@ -1,4 +1,4 @@
-"""`clay executions show|erase`, `clay hold place|release|list`, `clay archive restore`.
+"""`clay executions show|erase`, `clay hold place|release|list`, `clay archive restore`, `clay lifecycle policy`.
 
 clay executions show ID [--tenant T] [--json]                    an access: recorded, applied by the lifecycle
 clay executions erase ID [ID ...] --tenant T --by EMAIL --reason TEXT
@@ -6,6 +6,8 @@ clay hold place --tenant T (--all | --system NAME | --from TS --to TS | --execut
 clay hold release HOLD --tenant T --by EMAIL [--reason TEXT]
 clay hold list --tenant T [--all] [--json]
 clay archive restore (ID ... | --archive ARCHIVE) --tenant T [--by EMAIL]
+clay lifecycle policy show [--tenant T] [--json]
+clay lifecycle policy set --tenant T [--warm-days N] [--cold-days N] [--archive-days N] [--retention-years N] [--by EMAIL]
 
 The `executions` group is shared: add_execution_commands() returns it, creating it when missing, so
 other modules add their own subcommands to it.
@@ -104,6 +106,39 @@ def register(commands: argparse._SubParsersAction) -> None:
     restore.add_argument("--tenant", required=True)
     restore.add_argument("--by", default="clay-cli", metavar="EMAIL")
     restore.set_defaults(handler=cmd_archive_restore)
+    _register_policy(commands)
+
+
+# Option -> lifecycle_policies column.
+_POLICY_OPTIONS = {
+    "warm_days": "warm_after_days",
+    "cold_days": "cold_after_days",
+    "archive_days": "archive_after_days",
+    "retention_years": "retention_years",
+}
+
+
+def _register_policy(commands: argparse._SubParsersAction) -> None:
+    lifecycle = commands.add_parser("lifecycle", help="lifecycle thresholds per tenant: policy show, policy set")
+    group = lifecycle.add_subparsers(dest="what", required=True, metavar="WHAT")
+    policy = group.add_parser("policy", help="a tenant's aging and retention thresholds")
+    policy_commands = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = policy_commands.add_parser("show", help="the thresholds of one tenant, or of every tenant")
+    show.add_argument("--tenant", default=None, help="one tenant (default: every tenant)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_policy_show)
+    change = policy_commands.add_parser(
+        "set", help="keep a tenant's data longer (never shorter than the platform's legal minimum)"
+    )
+    change.add_argument("--tenant", required=True)
+    change.add_argument("--warm-days", type=int, help="days without access before WARM (at least 30)")
+    change.add_argument("--cold-days", type=int, help="days without access before COLD (at least 90)")
+    change.add_argument("--archive-days", type=int, help="days without access before ARCHIVED (at least 365)")
+    change.add_argument(
+        "--retention-years", "--prune-years", type=int, help="years an archive is kept before PRUNED (at least 7)"
+    )
+    change.add_argument("--by", default="clay-cli", metavar="EMAIL")
+    change.set_defaults(handler=cmd_policy_set)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,3 +298,64 @@ def cmd_archive_restore(args: argparse.Namespace) -> int:
             raise CommandError(str(error), EXIT_BAD_INPUT) from error
     _cli()._say(f"{n} execution(s) restored")
     return 0
+
+
+def _policy_line(name: str, thresholds: Any, set_by: str | None) -> str:
+    t = thresholds
+    origin = f"set by {set_by}" if set_by else "platform defaults"
+    return (
+        f"{name}: WARM after {t.warm_after_days} days, COLD after {t.cold_after_days} days, "
+        f"ARCHIVED after {t.archive_after_days} days, PRUNED {t.retention_years} years after archiving ({origin})"
+    )
+
+
+def cmd_policy_show(args: argparse.Namespace) -> int:
+    from clay_pipelines.db import MaintenanceJob
+    from clay_pipelines.lifecycle.policy import tenant_policies
+
+    with _cli()._database() as db:
+        wanted = db.resolve_tenant(args.tenant) if args.tenant else None
+        with db.maintenance_transaction(MaintenanceJob.PLATFORM_ANALYTICS) as conn:
+            policies = [p for p in tenant_policies(conn) if wanted is None or p.tenant_id == wanted]
+    if args.json:
+        body = [{"tenant": p.tenant, **vars(p.thresholds), "set_by": p.set_by} for p in policies]
+        _cli()._say(json.dumps(body, indent=2))
+        return 0
+    for p in policies:
+        _cli()._say(_policy_line(p.tenant, p.thresholds, p.set_by))
+    return 0
+
+
+def cmd_policy_set(args: argparse.Namespace) -> int:
+    from clay_pipelines.lifecycle.policy import PolicyError, set_tenant_policy
+
+    changes = {column: getattr(args, option) for option, column in _POLICY_OPTIONS.items()}
+    changes = {column: value for column, value in changes.items() if value is not None}
+    if not changes:
+        raise CommandError(
+            "nothing to set: give --warm-days, --cold-days, --archive-days or --retention-years", EXIT_BAD_INPUT
+        )
+    with _cli()._database() as db:
+        tenant_id = db.resolve_tenant(args.tenant)
+        try:
+            with db.tenant_transaction(tenant_id) as conn:
+                thresholds = set_tenant_policy(conn, changes, by=args.by)
+        except PolicyError as error:
+            raise CommandError(f"tenant {args.tenant}: {error}", EXIT_BAD_INPUT) from error
+        name = db.tenant_names().get(tenant_id, args.tenant)
+    _cli()._say(_policy_line(name, thresholds, args.by))
+    return 0
+
+
+def say_states_after_run(assets: list[str]) -> None:
+    """After `clay run` aged the executions: each tenant's rows per lifecycle state, one line a tenant."""
+    from clay_pipelines.lifecycle.report import state_table
+
+    if "lifecycle/execution_aging" not in assets:
+        return
+    with _cli()._database() as db:
+        rows = state_table(db)
+    _cli()._say("executions by lifecycle state (as of now, by last access):")
+    for tenant in dict.fromkeys(r.tenant for r in rows):
+        states = "  ".join(f"{r.state} {r.rows:,}" for r in rows if r.tenant == tenant)
+        _cli()._say(f"  {tenant}: {states}")

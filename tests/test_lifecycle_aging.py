@@ -10,6 +10,7 @@ import pytest
 from clay_pipelines.db import MaintenanceJob
 from clay_pipelines.lifecycle.access import flush_accesses, record_access
 from clay_pipelines.lifecycle.aging import age_tenant
+from clay_pipelines.routing.embed_store import write_request_embeddings
 from clay_pipelines.routing.rule_store import coverage, learn_rules_full
 from tests import lifecycle_world as lw
 from tests import routing_world as world
@@ -71,6 +72,28 @@ def test_each_state_changes_where_the_data_is_kept(db) -> None:
         original = [float(x) for x in b[6].strip("[]").split(",")]
         kept = [float(x) for x in a[6].strip("[]").split(",")]
         assert max(abs(x - y) for x, y in zip(original, kept, strict=True)) < 1e-3
+
+
+def test_a_vector_written_to_a_warm_or_cold_row_is_stored_compact(db) -> None:
+    """A re-embed (a new embedder) writes each row's vector where its state keeps it: no full-width
+    vector waits in a WARM or COLD row for the next aging run."""
+    hot, warm, cold = (lw.add(db, lw.ACME, accessed=AS_OF - timedelta(days=d))[0] for d in (1, 40, 100))
+    age_tenant(db, lw.ACME, AS_OF)
+    vectors = lw.EMBEDDER.encode(["re-embedded one", "re-embedded two", "re-embedded three"])
+    with db.tenant_transaction(lw.ACME) as conn:
+        write_request_embeddings(conn, [hot, warm, cold], vectors, "hashing@2")
+        rows = conn.execute(
+            "SELECT id, request_embedding IS NOT NULL, request_embedding_compact IS NOT NULL, request_embedding_model, "
+            "coalesce(request_embedding::halfvec, request_embedding_compact) = %s::vector::halfvec "
+            "FROM executions WHERE id = ANY(%s)",
+            (vectors[1], [hot, warm, cold]),
+        ).fetchall()
+    assert {r[0]: r[1:] for r in rows} == {
+        hot: (True, False, "hashing@2", False),
+        warm: (False, True, "hashing@2", True),
+        cold: (False, True, "hashing@2", False),
+    }
+    assert age_tenant(db, lw.ACME, AS_OF).recompacted == 0
 
 
 def test_an_access_makes_warm_and_cold_rows_hot_again_with_their_content(db) -> None:

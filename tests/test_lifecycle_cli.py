@@ -9,6 +9,9 @@ import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import psycopg
+import pytest
+
 from clay_pipelines.lifecycle import archive as ar
 from clay_pipelines.lifecycle.aging import age_tenant
 from tests import lifecycle_world as lw
@@ -100,3 +103,72 @@ def test_show_hold_erase_and_restore_from_the_command_line(fresh_db, tmp_path) -
     with fresh_db.database() as db, db.tenant_transaction(lw.ACME) as conn:
         actions = [r[0] for r in conn.execute("SELECT action FROM lifecycle_audit WHERE action <> 'aging' ORDER BY id")]
     assert actions == ["archive", "hold_place", "erase", "restore", "hold_release"]
+
+
+def test_policy_show_and_set_keep_data_longer_never_shorter(fresh_db, tmp_path) -> None:
+    with fresh_db.database() as db:
+        lw.build(db)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return clay(*args, database=fresh_db.name, archive=str(tmp_path / "archive"))
+
+    defaults = run("lifecycle", "policy", "show", "--tenant", "Acme")
+    assert defaults.returncode == 0, defaults.stderr
+    assert defaults.stdout.strip() == (
+        "Acme: WARM after 30 days, COLD after 90 days, ARCHIVED after 365 days, "
+        "PRUNED 7 years after archiving (platform defaults)"
+    )
+
+    changed = run("lifecycle", "policy", "set", "--tenant", "Acme", "--cold-days", "120", "--prune-years", "10",
+                  "--by", "dpo@acme.test")  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.strip() == (
+        "Acme: WARM after 30 days, COLD after 120 days, ARCHIVED after 365 days, "
+        "PRUNED 10 years after archiving (set by dpo@acme.test)"
+    )
+    # A second change keeps the first one's values; the other tenant keeps the platform's.
+    assert run("lifecycle", "policy", "set", "--tenant", "Acme", "--warm-days", "45").returncode == 0
+    shown = json.loads(run("lifecycle", "policy", "show", "--json").stdout)
+    assert [(p["tenant"], p["warm_after_days"], p["cold_after_days"], p["archive_after_days"], p["retention_years"],
+             p["set_by"]) for p in shown] == [
+        ("Acme", 45, 120, 365, 10, "clay-cli"),
+        ("Other", 30, 90, 365, 7, None),
+    ]  # fmt: skip
+
+    # Shorter than the legal minimum, out of order, or nothing given: one line, nothing written.
+    for args, message in (
+        (("--warm-days", "29"), "tenant Acme: warm_after_days = 29 is shorter than the platform's legal minimum of 30"),
+        (("--prune-years", "6"), "tenant Acme: retention_years = 6 is shorter than the platform's legal minimum of 7"),
+        (("--archive-days", "100"), "tenant Acme: archive_after_days = 100 is shorter than the platform's legal minimum of 365"),
+        (("--warm-days", "130"), "tenant Acme: thresholds out of order: warm_after_days 130 < cold_after_days 120 < archive_after_days 365 must hold"),
+        ((), "nothing to set: give --warm-days, --cold-days, --archive-days or --retention-years"),
+    ):  # fmt: skip
+        refused = run("lifecycle", "policy", "set", "--tenant", "Acme", *args)
+        assert (refused.returncode, refused.stderr.strip().splitlines()) == (2, [f"clay: error: {message}"]), (
+            refused.stderr
+        )
+    assert (
+        json.loads(run("lifecycle", "policy", "show", "--tenant", "Acme", "--json").stdout)[0]["warm_after_days"] == 45
+    )
+    unknown = run("lifecycle", "policy", "show", "--tenant", "Nobody")
+    assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1
+
+
+def test_the_database_refuses_a_policy_under_the_minimum_whoever_writes_it(fresh_db) -> None:
+    with fresh_db.database() as db:
+        lw.build(db)
+        with pytest.raises(psycopg.errors.CheckViolation), db.tenant_transaction(lw.ACME) as conn:
+            conn.execute("INSERT INTO lifecycle_policies (cold_after_days, updated_by) VALUES (89, 'x')")
+
+
+def test_clay_run_prints_the_executions_per_lifecycle_state_after_aging(fresh_db, tmp_path) -> None:
+    now = datetime.now(UTC)
+    with fresh_db.database() as db:
+        lw.build(db)
+        for days, n in ((10, 3), (40, 2), (100, 1)):
+            lw.add(db, lw.ACME, accessed=now - timedelta(days=days), n=n)
+    result = clay("run", "--select", "lifecycle/execution_aging", database=fresh_db.name, archive=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    start = lines.index("executions by lifecycle state (as of now, by last access):")
+    assert lines[start + 1 : start + 2] == ["  Acme: HOT 3  WARM 2  COLD 1"]

@@ -211,7 +211,8 @@ def prune(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.M
     kinds={"postgres", "sql"},
     owners=OWNERS,
     description="MCP tool calls older than CLAY_TELEMETRY_RAW_DAYS rolled up per UTC day and tool (calls, errors, "
-    "p50/p95/max latency) into mcp_telemetry_daily, then deleted. A dry run unless "
+    "p50/p95/max latency, and a histogram of every call's outcome and latency that monitoring/tool_health reads "
+    "in their place) into mcp_telemetry_daily, then deleted. A dry run unless "
     "CLAY_LIFECYCLE_RETENTION_ENABLED=1.",
     automation_condition=dg.AutomationCondition.on_cron("45 0 * * *"),
     pool="postgres",

@@ -8,6 +8,7 @@ from timestamptz values, so a day is 24 hours whatever the server's time zone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from uuid import UUID
 
 import psycopg
 
@@ -42,9 +43,7 @@ def tenant_thresholds(conn: psycopg.Connection) -> Thresholds:
         "SELECT warm_after_days, cold_after_days, archive_after_days, retention_years FROM lifecycle_policies "
         "WHERE tenant_id = public.clay_current_tenant()"
     ).fetchone()
-    if row is None:
-        return PLATFORM
-    return Thresholds(warm_after_days=row[0], cold_after_days=row[1], archive_after_days=row[2], retention_years=row[3])
+    return PLATFORM if row is None else _thresholds(row)
 
 
 def retention_enabled() -> bool:
@@ -64,3 +63,62 @@ def telemetry_raw_days() -> int:
 
 def dream_retention_days() -> int:
     return int(settings.env("CLAY_DREAM_RETENTION_DAYS") or 730)
+
+
+class PolicyError(ValueError):
+    """A tenant policy refused: shorter than the platform's minimum, or its thresholds out of order."""
+
+
+# The options a person sets, by column; each must be at least the platform's value.
+POLICY_COLUMNS = ("warm_after_days", "cold_after_days", "archive_after_days", "retention_years")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenantPolicy:
+    tenant_id: UUID
+    tenant: str
+    thresholds: Thresholds
+    set_by: str | None  # None: the platform's defaults apply
+
+
+def tenant_policies(conn: psycopg.Connection) -> list[TenantPolicy]:
+    """Every tenant's thresholds, by name. Run in a maintenance transaction: it reads every tenant."""
+    rows = conn.execute(
+        "SELECT t.id, t.name, p.warm_after_days, p.cold_after_days, p.archive_after_days, p.retention_years, "
+        "p.updated_by FROM tenants t LEFT JOIN lifecycle_policies p ON p.tenant_id = t.id ORDER BY t.name, t.id"
+    ).fetchall()
+    return [
+        TenantPolicy(tenant_id=tenant_id, tenant=name, thresholds=_thresholds(row) if by else PLATFORM, set_by=by)
+        for tenant_id, name, *row, by in rows
+    ]
+
+
+def set_tenant_policy(conn: psycopg.Connection, changes: dict[str, int], *, by: str) -> Thresholds:
+    """The current tenant's thresholds with `changes` (column -> value) applied, written in one upsert.
+    Checked here for a readable error; the database's CHECK constraints refuse the same."""
+    unknown = set(changes) - set(POLICY_COLUMNS)
+    if unknown:
+        raise PolicyError(f"unknown lifecycle threshold(s): {', '.join(sorted(unknown))}")
+    for column, value in changes.items():
+        minimum = getattr(PLATFORM, column)
+        if value < minimum:
+            raise PolicyError(f"{column} = {value} is shorter than the platform's legal minimum of {minimum}")
+    merged = Thresholds(**{**vars(tenant_thresholds(conn)), **changes})
+    if not merged.warm_after_days < merged.cold_after_days < merged.archive_after_days:
+        raise PolicyError(
+            f"thresholds out of order: warm_after_days {merged.warm_after_days} < cold_after_days "
+            f"{merged.cold_after_days} < archive_after_days {merged.archive_after_days} must hold"
+        )
+    conn.execute(
+        "INSERT INTO lifecycle_policies (warm_after_days, cold_after_days, archive_after_days, retention_years, "
+        "updated_by) VALUES (%(warm_after_days)s, %(cold_after_days)s, %(archive_after_days)s, %(retention_years)s, "
+        "%(by)s) ON CONFLICT (tenant_id) DO UPDATE SET warm_after_days = excluded.warm_after_days, "
+        "cold_after_days = excluded.cold_after_days, archive_after_days = excluded.archive_after_days, "
+        "retention_years = excluded.retention_years, updated_by = excluded.updated_by, updated_at = now()",
+        {**vars(merged), "by": by},
+    )
+    return merged
+
+
+def _thresholds(row: tuple | list) -> Thresholds:
+    return Thresholds(warm_after_days=row[0], cold_after_days=row[1], archive_after_days=row[2], retention_years=row[3])

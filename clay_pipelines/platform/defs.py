@@ -55,7 +55,8 @@ HEALTH_WINDOW = timedelta(days=7)
     group_name="monitoring",
     kinds={"postgres", "python"},
     owners=OWNERS,
-    description="Error rate and latency per MCP server and tool over the last 7 days (the spec's monitoring queries).",
+    description="Error rate and latency per MCP server and tool over the last 7 days (the spec's monitoring queries), "
+    "from the raw calls and, for days already rolled up by lifecycle/telemetry_rollup, mcp_telemetry_daily.",
     check_specs=[
         dg.AssetCheckSpec(
             "no_slow_tools",

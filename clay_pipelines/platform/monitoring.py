@@ -37,10 +37,27 @@ class ToolHealth:
         return self.error_rate > ERROR_RATE_ALERT
 
 
+# The calls of a window: raw rows, and the calls of the rolled-up days (lifecycle/telemetry.py) that lie
+# wholly inside it, one row per call from their histograms. The raw rows of a day are deleted in the
+# transaction that rolls it up, so no call is counted twice; a rolled-up day cut by the window's edge is
+# left out, because its calls' times are gone.
+_WINDOW_CALLS = """
+SELECT server_name, tool_name, success, execution_time_ms FROM mcp_telemetry_log
+WHERE timestamp >= %(since)s AND timestamp < %(until)s
+UNION ALL
+SELECT d.server_name, d.tool_name, h.success, h.ms FROM mcp_telemetry_daily d
+CROSS JOIN LATERAL unnest(d.latency_success, d.latency_ms, d.latency_calls) AS h(success, ms, calls)
+CROSS JOIN LATERAL generate_series(1, h.calls)
+WHERE d.day::timestamp AT TIME ZONE 'UTC' >= %(since)s AND (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= %(until)s
+"""
+
+
 def tool_health(conn: psycopg.Connection, since: datetime, until: datetime) -> list[ToolHealth]:
-    """Error rate by tool and average latency of successful calls, worst error rate first."""
+    """Error rate by tool and average latency of successful calls, worst error rate first: the
+    specification's queries, over the raw calls and the rolled-up days of [since, until)."""
     rows = conn.execute(
-        """
+        f"""
+        WITH calls AS ({_WINDOW_CALLS})
         SELECT server_name, tool_name,
                count(*) AS total_calls,
                count(*) FILTER (WHERE success = false) AS errors,
@@ -48,12 +65,11 @@ def tool_health(conn: psycopg.Connection, since: datetime, until: datetime) -> l
                round(avg(execution_time_ms) FILTER (WHERE success = true), 1) AS avg_ms,
                round((percentile_cont(0.95) WITHIN GROUP (ORDER BY execution_time_ms)
                       FILTER (WHERE success = true))::numeric, 1) AS p95_ms
-        FROM mcp_telemetry_log
-        WHERE timestamp >= %s AND timestamp < %s
+        FROM calls
         GROUP BY server_name, tool_name
         ORDER BY error_rate DESC, server_name, tool_name
         """,
-        (since, until),
+        {"since": since, "until": until},
     ).fetchall()
     return [ToolHealth(*row) for row in rows]
 

@@ -78,11 +78,13 @@ def days_to_embed(db: Database, tenant_id: UUID, embedding_model: str, since: da
 def write_request_embeddings(
     conn: psycopg.Connection, execution_ids: Sequence[UUID], vectors: np.ndarray, embedding_model: str
 ) -> None:
-    """Set request_embedding (tagged `embedding_model`) of the given executions: one UPDATE ... FROM over
+    """Set the vector (tagged `embedding_model`) of the given executions: one UPDATE ... FROM over
     arrays sent in binary (the application role has no temporary tables). Runs in the caller's
-    transaction."""
+    transaction. A WARM or COLD row gets it compact (halfvec), as the lifecycle keeps it there."""
     conn.execute(
-        "UPDATE executions e SET request_embedding = b.embedding, request_embedding_compact = NULL, "
+        "UPDATE executions e SET "
+        "request_embedding = CASE WHEN e.lifecycle_state = 'HOT' THEN b.embedding END, "
+        "request_embedding_compact = CASE WHEN e.lifecycle_state IN ('WARM', 'COLD') THEN b.embedding::halfvec END, "
         "request_embedding_model = %s "
         "FROM unnest(%b::uuid[], %b::vector[]) AS b(id, embedding) WHERE e.id = b.id",
         (embedding_model, list(execution_ids), list(vectors)),

@@ -166,8 +166,10 @@ def _start(
 # Reading executions
 
 
-# An execution's vector whatever its lifecycle state: WARM and COLD rows keep it as halfvec.
-EXECUTION_VECTOR = sql.SQL("coalesce(e.request_embedding, e.request_embedding_compact::vector)")
+# An execution's vector whatever its lifecycle state, at the one precision every state has: WARM and
+# COLD rows keep it as halfvec, so a HOT row's is rounded through halfvec too. The learner then reads
+# the same numbers before and after aging, and learns the same rules (tests/test_lifecycle_assets.py).
+EXECUTION_VECTOR = sql.SQL("coalesce(e.request_embedding::halfvec, e.request_embedding_compact)::vector")
 _EVIDENCE = counts_as_evidence("e")
 _EXECUTION_COLUMNS = sql.SQL(
     "e.id, {vector}, e.system_id, e.status, e.user_satisfaction, e.cost_usd, e.duration_ms, e.user_request, {evidence}"
