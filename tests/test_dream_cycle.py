@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from psycopg.types.json import Jsonb
 
-from clay_pipelines.routing.embeddings import HashingEmbedder
+from clay_pipelines.routing.embeddings import HashingEmbedder, tag
 from clay_pipelines.tars import amendments as am
 from clay_pipelines.tars import cycle, watch
 from tests import routing_world as world
@@ -195,3 +196,28 @@ def test_the_dream_assets_report_the_night_and_check_the_promotions(acme, fresh_
     # The hand-made promotion above has no decision record behind it: the check says so.
     decision_check = evaluations["promotions_follow_their_decision_record"]
     assert not decision_check.passed and "no decision record" in decision_check.metadata["problems"].value
+
+
+def test_a_night_reads_the_same_vectors_whatever_state_aging_left_the_executions_in(acme, fresh_db) -> None:
+    # The learner reads every vector at half precision so that aging (WARM keeps only a halfvec)
+    # changes no rule; the night re-learns the rules, so it must read them the same way.
+    night = datetime.now(UTC).date()
+    moment = cycle.moment_of(night)
+    since = moment - timedelta(days=40)
+    micro = np.eye(1, 1536, dtype=np.float32)
+
+    def logged() -> tuple[list[str], np.ndarray]:
+        with acme.tenant_transaction(world.ACME) as conn:
+            read = cycle._logged(conn, tag(HashingEmbedder()), since, moment, moment, micro)
+        return read.ids, read.vectors
+
+    hot_ids, hot_vectors = logged()
+    with fresh_db.admin() as conn:
+        aged = conn.execute(
+            "UPDATE executions SET lifecycle_state = 'WARM', request_embedding_compact = request_embedding::halfvec,"
+            " request_embedding = NULL WHERE request_embedding IS NOT NULL"
+        ).rowcount
+    warm_ids, warm_vectors = logged()
+    assert aged == len(hot_ids) == 340
+    assert warm_ids == hot_ids
+    assert np.array_equal(warm_vectors, hot_vectors)

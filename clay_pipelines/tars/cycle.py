@@ -26,13 +26,20 @@ from uuid import UUID
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clay_pipelines.db import Database
 from clay_pipelines.routing.embeddings import Embedder, tag
 from clay_pipelines.routing.learning import nearest
 from clay_pipelines.routing.router import RoutingContext, RuleCandidate
-from clay_pipelines.routing.rule_store import InMemoryRules, SystemCatalog, as_array, learn_in_memory
+from clay_pipelines.routing.rule_store import (
+    EXECUTION_VECTOR,
+    InMemoryRules,
+    SystemCatalog,
+    as_array,
+    learn_in_memory,
+)
 from clay_pipelines.tars import amendments as am
 from clay_pipelines.tars import constitution as c
 from clay_pipelines.tars import decision, proposals
@@ -111,15 +118,17 @@ def _dreaming(conn: psycopg.Connection, moment: datetime) -> _Dreaming:
     )
 
 
-_EXECUTIONS = """
-SELECT e.id, coalesce(e.request_embedding, e.request_embedding_compact::vector), e.system_name, e.status, e.completed_at IS NOT NULL, e.cost_usd, e.duration_ms,
+# Vectors read as the learner reads them (half precision whatever the row's lifecycle state), so the
+# rules a night re-learns are the rules production learns.
+_EXECUTIONS = sql.SQL("""
+SELECT e.id, {vector}, e.system_name, e.status, e.completed_at IS NOT NULL, e.cost_usd, e.duration_ms,
        e.user_satisfaction, e.routing_propensity, e.user_request
 FROM executions e
 WHERE e.request_embedding_model = %(model)s AND e.started_at >= %(since)s AND e.started_at < %(until)s
   AND (e.completed_at IS NULL OR e.completed_at < %(moment)s)
   AND (e.completed_at IS NOT NULL OR e.status = 'governance_blocked')
 ORDER BY e.started_at, e.id
-"""
+""").format(vector=EXECUTION_VECTOR)
 
 
 @dataclass(frozen=True, kw_only=True)
