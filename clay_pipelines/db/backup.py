@@ -219,11 +219,8 @@ def _ledger(conn: psycopg.Connection) -> list[dict]:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _run(command: Sequence[str], what: str) -> None:

@@ -40,11 +40,8 @@ UNRESOLVED_EMPLOYEE = "UNRESOLVED"  # employee_id is NOT NULL; the review queue 
 
 
 def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def quarantine_name(source_file: str, digest: str) -> str:
