@@ -24,6 +24,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     tenant): the command line prints each as one line and exits with EXIT_BAD_INPUT. One list, in
     one place; imported late so that `clay --help` stays quick."""
     from clay_pipelines.db import TenantRequiredError, UnknownTenantError
+    from clay_pipelines.db.embedded import EmbeddedServerError
     from clay_pipelines.governance.budgets import BudgetRefusedError
     from clay_pipelines.governance.completion import ExecutionError
     from clay_pipelines.governance.keys import ReceiptKeyError
@@ -46,4 +47,5 @@ def user_errors() -> tuple[type[Exception], ...]:
         BudgetRefusedError,
         ReceiptKeyError,
         WorldReplacementError,
+        EmbeddedServerError,
     )
