@@ -170,6 +170,11 @@ def test_backfill_steps_ran_on_both_workers_one_in_its_own_namespaces(site: Site
     assert (pgdata / "PG_VERSION").exists()
     assert not Path(f"/proc/{worker_pid}/root{pgdata}/PG_VERSION").exists()
     assert not list(Path(f"/proc/{worker_pid}/root{pgdata}").glob(".s.PGSQL.*"))
+    assert not Path(f"/proc/{worker_pid}/root{site.state}/deploy/env").exists()  # Redis's password
+    # What it must share it sees: the payroll inbox, the same files as on the host.
+    inbox = site.state / "world" / "payroll" / "inbox"
+    seen = sorted(p.name for p in Path(f"/proc/{worker_pid}/root{inbox}").rglob("*.pdf"))
+    assert seen and seen == sorted(p.name for p in inbox.rglob("*.pdf"))
     assert "database server 127.0.0.1/32" in site.log("worker-1")
 
 

@@ -52,6 +52,11 @@ def instance_config() -> dict[str, Any]:
     return config
 
 
+def compute_log_dir(home: Path) -> Path:
+    """Where Dagster's default (local) compute log manager keeps the steps' output."""
+    return home / "storage"
+
+
 def workspace_config(grpc_host: str, grpc_port: int) -> dict[str, Any]:
     return {"load_from": [{"grpc_server": {"host": grpc_host, "port": grpc_port, "location_name": "clay_pipelines"}}]}
 

@@ -217,6 +217,19 @@ def _worker_command(name: str) -> list[str]:
     ]  # fmt: skip
 
 
+def shared_folders(layout: Layout) -> list[Path]:
+    """What every worker must see of the state folder: the payroll inbox and directories, the receipt
+    signing keys, the archive store when it is a local folder, and Dagster's compute logs (the steps'
+    output shown in the UI). On several hosts these are shared storage (README, Several hosts)."""
+    from clay_pipelines.deploy.instance import compute_log_dir
+
+    folders = [settings.sample_world_dir(), settings.receipt_key_dir(), compute_log_dir(layout.home)]
+    archive = settings.env("CLAY_ARCHIVE_URL")
+    if not archive or "://" not in archive:
+        folders.append(Path(archive) if archive else settings.state_dir() / "archive")
+    return folders
+
+
 def _start_worker(
     layout: Layout,
     name: str,
@@ -225,13 +238,13 @@ def _start_worker(
     deployment: Deployment,
     namespace: namespaces.WorkerNamespace | None,
 ) -> ProcessRecord:
-    """A worker sharing nothing with the launcher but the database and the broker, both over TCP."""
+    """A worker sharing nothing with the launcher but the database and the broker, both over TCP (and,
+    in the namespace, the shared folders: nothing else of the state folder)."""
     host = namespace.host_address if namespace else LOOPBACK
     own = {
         **environment,
         **_tcp_environment(target, host),
-        "CLAY_STATE_DIR": str(layout.worker_state(name)),
-        "DAGSTER_HOME": str(layout.worker_state(name) / "dagster_home"),
+        "DAGSTER_HOME": str(layout.worker_state(name)),
         "CLAY_CELERY_BROKER_URL": deployment.broker_url(host),
         "CLAY_CELERY_BACKEND_URL": deployment.broker_url(host),
     }
@@ -240,7 +253,10 @@ def _start_worker(
         from clay_pipelines.db import embedded
 
         hidden = [settings.state_dir(), Path(embedded.start(settings.pgdata_dir()).socket_dir)]
-        command = namespace.wrap(command, hidden)
+        shared = shared_folders(layout)
+        for folder in shared:
+            folder.mkdir(parents=True, exist_ok=True)
+        command = namespace.wrap(command, hidden, shared, make=[layout.worker_state(name)])
     else:
         layout.worker_state(name).mkdir(parents=True, exist_ok=True)
     record = launch(layout, name, command, own, isolated=namespace is not None)

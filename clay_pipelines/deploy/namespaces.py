@@ -18,17 +18,11 @@ import ipaddress
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-# Mounts a private tmpfs over each folder named before "--", makes the worker's own state folder,
-# then becomes the worker. Run inside `unshare --mount --propagation private`.
-_HIDE_AND_EXEC = (
-    'while [ "$1" != "--" ]; do mount -t tmpfs -o mode=0755,size=64m clay-private "$1" || exit 97; shift; done; '
-    'shift; mkdir -p "$CLAY_STATE_DIR" || exit 98; exec "$@"'
-)
 
 
 @dataclass(frozen=True)
@@ -81,24 +75,23 @@ class WorkerNamespace:
             subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
         return had_link or had_namespace
 
-    def wrap(self, command: Sequence[str], hidden: Sequence[Path]) -> list[str]:
-        """`command` run in this network namespace and a new mount namespace hiding `hidden`."""
-        folders = _outermost(hidden)
+    def wrap(
+        self, command: Sequence[str], hidden: Sequence[Path], shared: Sequence[Path], make: Sequence[Path] = ()
+    ) -> list[str]:
+        """`command` run in this network namespace and in a new mount namespace where each `hidden`
+        folder is an empty tmpfs but for the `shared` folders inside it (clay_pipelines/deploy/isolate.py)."""
+        isolate = [sys.executable, "-m", "clay_pipelines.deploy.isolate"]
+        for folder in hidden:
+            isolate += ["--hide", str(folder)]
+        for folder in shared:
+            isolate += ["--share", str(folder)]
+        for folder in make:
+            isolate += ["--make", str(folder)]
         return [
             "ip", "netns", "exec", self.name,
             "unshare", "--mount", "--propagation", "private", "--",
-            "sh", "-c", _HIDE_AND_EXEC, "clay-worker", *map(str, folders), "--", *command,
+            *isolate, "--", *command,
         ]  # fmt: skip
-
-
-def _outermost(folders: Sequence[Path]) -> list[Path]:
-    # A folder inside another hidden one is hidden with it (and cannot be mounted on: it is gone).
-    resolved = sorted({f.resolve() for f in folders}, key=lambda p: len(p.parts))
-    kept: list[Path] = []
-    for folder in resolved:
-        if not any(folder.is_relative_to(outer) for outer in kept):
-            kept.append(folder)
-    return kept
 
 
 def _run(command: Sequence[str]) -> None:
