@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -288,6 +289,7 @@ def start(workers: int, say: Say, paused: bool = False) -> Started:
             namespace=asdict(namespace) if namespace else None,
             namespace_note=note,
             redis_password=new_password(),
+            started_at=time.time(),
         )
         _record(layout, deployment)  # so that a failure below still removes the namespace
         listen = (LOOPBACK, namespace.host_address) if namespace else (LOOPBACK,)

@@ -100,6 +100,7 @@ class Deployment:
     namespace: dict[str, str] | None  # WorkerNamespace fields, when one was made
     namespace_note: str  # why there is none, when there is none
     redis_password: str
+    started_at: float = 0.0  # seconds since the epoch
 
     @property
     def broker_path(self) -> str:
@@ -200,25 +201,52 @@ def log_contains(record: ProcessRecord, text: str) -> Callable[[], bool]:
 # Stopping
 
 
-def stop_record(record: ProcessRecord, layout: Layout, grace_seconds: float = STOP_GRACE_SECONDS) -> str:
-    """SIGTERM the process's group and its descendants, SIGKILL what remains after the grace period."""
+def stop_record(
+    record: ProcessRecord, layout: Layout, grace_seconds: float = STOP_GRACE_SECONDS
+) -> tuple[str, list[int]]:
+    """SIGTERM the process's group and its descendants, SIGKILL what remains after the grace period.
+    Returns what happened and the pids of the tree that was stopped."""
     from clay_pipelines.processes import stop_tree
 
     process = record.process()
-    outcome = "was not running"
+    outcome, pids = "was not running", []
     if process is not None:
-        _, killed = stop_tree(record.pid, grace_seconds)
+        pids, killed = stop_tree(record.pid, grace_seconds)
         outcome = f"killed after {grace_seconds:.0f} s" if killed else "stopped"
     layout.pid_file(record.name).unlink(missing_ok=True)
-    return outcome
+    return outcome, pids
+
+
+def _settle_runs(layout: Layout, deployment: Deployment, pids: list[int], say: Say) -> None:
+    """Runs whose run worker (a child of the code server) was stopped with it would stay STARTED
+    and hold their pool slots: fail them and free the slots, as `clay dev` does when it stops."""
+    import dagster as dg
+
+    from clay_pipelines.deploy.local import environment_for_commands
+    from clay_pipelines.runner import settle_runs_of_workers
+
+    os.environ["DAGSTER_PG_URL"] = environment_for_commands()["DAGSTER_PG_URL"]
+    with dg.DagsterInstance.from_config(str(layout.home)) as dagster_instance:
+        ended = settle_runs_of_workers(
+            dagster_instance, pids, deployment.started_at, "Its run worker was stopped by `clay deploy stop`."
+        )
+    if ended:
+        say(f"marked failed (their run worker was stopped): run {', '.join(ended)}")
 
 
 def stop(layout: Layout, say: Say) -> bool:
     """Stop everything the deployment started; returns whether there was anything. Idempotent."""
     found = records(layout)
     deployment = read_deployment(layout)
+    run_workers: list[int] = []
     for record in found:
-        say(f"{record.name} (pid {record.pid}): {stop_record(record, layout)}")
+        outcome, pids = stop_record(record, layout)
+        say(f"{record.name} (pid {record.pid}): {outcome}")
+        if record.name == "code-server":
+            run_workers = [pid for pid in pids if pid != record.pid]
+    if run_workers and deployment is not None:
+        with contextlib.suppress(Exception):  # the daemon's run monitoring fails them at the next start
+            _settle_runs(layout, deployment, run_workers, say)
     if deployment is not None and deployment.namespace:
         namespace = namespaces.WorkerNamespace(**deployment.namespace)
         if namespace.delete():
