@@ -118,3 +118,20 @@ def test_a_server_asked_for_tcp_on_a_taken_port_says_so(tmp_path) -> None:
         with pytest.raises(embedded.EmbeddedServerError, match=rf"port {port} on 127.0.0.1 is taken .*CLAY_PG_PORT"):
             embedded.start(tmp_path / "pgdata", listen=["127.0.0.1"], port=port)
     assert not (tmp_path / "pgdata" / "PG_VERSION").exists()
+
+
+def test_stop_never_signals_a_process_that_only_reuses_a_recorded_pid(tmp_path) -> None:
+    import json
+
+    from clay_pipelines.deploy.topology import Layout, stop
+
+    layout = Layout(tmp_path / "deploy")
+    pid_file = layout.pid_file("daemon")
+    pid_file.parent.mkdir(parents=True)
+    # This very process, recorded with another start time: a pid the kernel handed out again.
+    pid_file.write_text(json.dumps({"name": "daemon", "pid": os.getpid(), "started": 1.0, "log": "daemon.log"}))
+    said: list[str] = []
+    assert stop(layout, said.append) is True
+    assert said == [f"daemon (pid {os.getpid()}): was not running"]
+    assert not pid_file.exists()
+    assert stop(layout, said.append) is False
