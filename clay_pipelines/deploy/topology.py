@@ -128,7 +128,7 @@ def read_deployment(layout: Layout) -> Deployment | None:
     return Deployment(**json.loads(layout.record_path.read_text()))
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
@@ -164,7 +164,7 @@ def launch(
             start_new_session=True,
         )
     record = ProcessRecord(name, child.pid, psutil.Process(child.pid).create_time(), str(log), isolated)
-    _write_private(layout.pid_file(name), json.dumps(asdict(record)))
+    write_private(layout.pid_file(name), json.dumps(asdict(record)))
     return record
 
 
