@@ -294,7 +294,7 @@ def start(workers: int, say: Say, paused: bool = False) -> Started:
     host = settings.env("CLAY_DEPLOY_HOST") or LOOPBACK
     ports = settings.deploy_ports()
     refuse_taken_ports(host, ports)
-    with stopped_on_failure(layout, say):
+    with stopped_on_failure(layout):
         namespace, note = _namespace(workers)
         deployment = Deployment(
             host=host,

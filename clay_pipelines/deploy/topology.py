@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -102,12 +101,8 @@ class Deployment:
     redis_password: str
     started_at: float = 0.0  # seconds since the epoch
 
-    @property
-    def broker_path(self) -> str:
-        return "/0"
-
     def broker_url(self, host: str) -> str:
-        return f"redis://:{quote(self.redis_password)}@{host}:{self.ports['redis']}{self.broker_path}"
+        return f"redis://:{quote(self.redis_password)}@{host}:{self.ports['redis']}/0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,10 +132,6 @@ def write_private(path: Path, text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Launching one process
-
-
-def _python_tool(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
 
 
 def launch(
@@ -301,7 +292,7 @@ def refuse_taken_ports(host: str, ports: dict[str, int]) -> None:
 
 
 @contextlib.contextmanager
-def stopped_on_failure(layout: Layout, say: Say) -> Iterator[None]:
+def stopped_on_failure(layout: Layout) -> Iterator[None]:
     """Whatever fails while starting leaves nothing half-running behind."""
     try:
         yield
