@@ -2,7 +2,8 @@
 
 A network namespace alone does not hide unix sockets or files, so the worker also gets a mount
 namespace in which a tmpfs covers the deployment's state folder (the database's data and socket,
-Redis's files, Dagster's home) and the socket folder where that lies elsewhere. What it can reach is
+Redis's files, Dagster's home) and the socket folder where that lies elsewhere, all but the folders
+steps share (isolate.py). What it can reach is
 a veth pair: the host end and the worker end of a private /30 (10.200.0.0/16, its place derived from
 the state folder so that two deployments on one machine do not collide). PostgreSQL and Redis
 listen on the host end too, and pg_hba trusts only the worker end's single address.
