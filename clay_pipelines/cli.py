@@ -1,6 +1,7 @@
 """`clay`: the project's command line.
 
   clay db start|stop|status|url|migrate   the database
+  clay db backup|restore PATH             both databases, dumped and restored whole
   clay seed [--scale N] [--seed S]        load the sample world
   clay run                                materialize every asset, headless
   clay dev                                the Dagster UI on the same database and instance
@@ -25,7 +26,15 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_deploy, cli_governance, cli_lifecycle, cli_payroll_confirm, cli_tars, settings
+from clay_pipelines import (
+    cli_db,
+    cli_deploy,
+    cli_governance,
+    cli_lifecycle,
+    cli_payroll_confirm,
+    cli_tars,
+    settings,
+)
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -156,10 +165,13 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     from clay_pipelines.db.migrations import apply_migrations
-    from clay_pipelines.db.targets import resolve_target
+    from clay_pipelines.db.targets import ensure_dagster_schema, resolve_target
 
     target = resolve_target()
     applied = apply_migrations(target.admin_url)
+    # Dagster's storage goes in the `dagster` schema of an external database: a migration Job that
+    # runs before Dagster's own pods (Kubernetes) must leave it there.
+    ensure_dagster_schema(target)
     if applied:
         for migration in applied:
             _say(f"applied {migration.path.name}")
@@ -529,8 +541,8 @@ def cmd_eval_routing(args: argparse.Namespace) -> int:
 
 
 def _add_database_commands(commands: argparse._SubParsersAction) -> None:
-    """clay db start|stop|status|url|migrate"""
-    db = commands.add_parser("db", help="the database: start, stop, status, url, migrate")
+    """clay db start|stop|status|url|migrate|backup|restore"""
+    db = commands.add_parser("db", help="the database: start, stop, status, url, migrate, backup, restore")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("start", help="start the embedded PostgreSQL (no-op with DATABASE_URL)").set_defaults(
         handler=cmd_db_start
@@ -548,6 +560,7 @@ def _add_database_commands(commands: argparse._SubParsersAction) -> None:
     )
     url.set_defaults(handler=cmd_db_url)
     db_commands.add_parser("migrate", help="apply pending migrations from sql/").set_defaults(handler=cmd_db_migrate)
+    cli_db.register(db_commands)
 
 
 def _add_world_commands(commands: argparse._SubParsersAction) -> None:

@@ -24,6 +24,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     tenant): the command line prints each as one line and exits with EXIT_BAD_INPUT. One list, in
     one place; imported late so that `clay --help` stays quick."""
     from clay_pipelines.db import TenantRequiredError, UnknownTenantError
+    from clay_pipelines.db.backup import BackupError
     from clay_pipelines.db.embedded import EmbeddedServerError
     from clay_pipelines.governance.budgets import BudgetRefusedError
     from clay_pipelines.governance.completion import ExecutionError
@@ -48,4 +49,5 @@ def user_errors() -> tuple[type[Exception], ...]:
         ReceiptKeyError,
         WorldReplacementError,
         EmbeddedServerError,
+        BackupError,
     )

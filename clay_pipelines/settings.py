@@ -72,6 +72,13 @@ def variables() -> tuple[Variable, ...]:
         ),
         Variable(name="CLAY_MAINTENANCE_DATABASE_URL", default=None, meaning="the same for clay_maintenance"),
         Variable(
+            name="CLAY_POOLED_DATABASE_URL",
+            default=None,
+            meaning="libpq URL of a transaction-mode pooler (PgBouncer, Supabase's on port 6543) in front of the "
+            "platform database: the application and maintenance connections go through it unless the two "
+            "variables above name their own; migrations and Dagster's storage stay on the direct connection",
+        ),
+        Variable(
             name="DAGSTER_PG_URL",
             default=None,
             meaning="Dagster's storage; default: the embedded `dagster` "
@@ -232,6 +239,7 @@ class Settings:
     database_url: str | None
     app_database_url: str | None
     maintenance_database_url: str | None
+    pooled_database_url: str | None
     dagster_pg_url: str | None
     database_name: str
     embedder: str
@@ -245,6 +253,7 @@ class Settings:
             database_url=env("DATABASE_URL"),
             app_database_url=env("CLAY_APP_DATABASE_URL"),
             maintenance_database_url=env("CLAY_MAINTENANCE_DATABASE_URL"),
+            pooled_database_url=env("CLAY_POOLED_DATABASE_URL"),
             dagster_pg_url=env("DAGSTER_PG_URL"),
             database_name=env("CLAY_DATABASE_NAME") or PLATFORM_DATABASE,
             embedder=env("CLAY_EMBEDDER") or "hashing",

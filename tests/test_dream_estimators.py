@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from statistics import NormalDist
 
 import numpy as np
@@ -158,6 +159,37 @@ def test_the_bootstrap_refits_the_model_on_resampled_history_and_pairs_the_diffe
     assert not first.diff_replicates[:, 1].any()  # an arm identical to the baseline differs by exactly 0
     lower, upper = first.interval(0.9)
     assert lower[0, SUCCESS] < first.point[0, SUCCESS] < upper[0, SUCCESS]
+
+
+def test_the_bootstrap_keeps_every_history_cell_so_a_thinly_logged_choice_is_never_valued_at_the_bound() -> None:
+    # Cluster 1 on C was logged once (a success). Resampling the history freely would drop that row
+    # from about a third of the replicates and value the choice at the bound (success 0) there.
+    history = _outcomes([0, 0, 1, 1, 1], [A, A, A, A, C], [1, 0, 1, 0, 1])
+    window = _outcomes([1] * 4, [A] * 4, [1, 0, 1, 0], propensity=[1.0] * 4)
+    arms = [
+        Arm(name="current", system=np.full(4, A), fallback=np.zeros(4, dtype=bool)),
+        Arm(name="to C", system=np.full(4, C), fallback=np.zeros(4, dtype=bool)),
+    ]
+    est = estimate(window, history, arms, clusters=2, systems=3, bootstrap=200, estimator=DIRECT_METHOD)
+    assert est.unsupported[1, SUCCESS] == 0.0
+    assert np.all(est.replicates[:, 1, SUCCESS] == 1.0)
+    assert est.replicates[:, 0, SUCCESS].std() > 0  # the cell logged twice still varies
+
+
+def test_the_bound_of_an_unsupported_choice_is_read_once_off_the_observed_history() -> None:
+    # Cluster 1 was never logged on B: its duration is valued at the worst observed (900 ms), in the
+    # point estimate and in every replicate, including those that did not draw the 900 ms row.
+    history = _outcomes([0, 0, 0, 1], [A, A, A, A], [1, 1, 1, 1])
+    history = replace(history, duration_ms=np.array([100.0, 900.0, 200.0, 300.0]))
+    window = _outcomes([1, 1], [A, A], [1, 1], propensity=[1.0, 1.0])
+    arms = [
+        Arm(name="current", system=np.full(2, A), fallback=np.zeros(2, dtype=bool)),
+        Arm(name="to B", system=np.full(2, B), fallback=np.zeros(2, dtype=bool)),
+    ]
+    est = estimate(window, history, arms, clusters=2, systems=3, bootstrap=100, estimator=DIRECT_METHOD)
+    assert est.point[1, DURATION] == 900.0
+    assert np.all(est.replicates[:, 1, DURATION] == 900.0)
+    assert np.all(est.optimistic_replicates[:, 1, DURATION] == 100.0)
 
 
 def test_outcomes_from_rows_keeps_known_outcomes_and_names_a_bad_row() -> None:

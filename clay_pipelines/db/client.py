@@ -10,6 +10,14 @@ a session-level SET. Code run inside a transaction could still leave session sta
 session-level set_config, a prepared statement, an advisory lock), so every connection is reset with
 DISCARD ALL when it returns to its pool, and pg_temp goes last on the search_path so that a temporary
 table can never stand in for a real one.
+
+Through a transaction-mode pooler (PgBouncer, Supabase's pooler) a client connection is lent a server
+connection for one transaction at a time. Nothing above depends on the session: every transaction
+sets its own role, tenant, limits and search_path, advisory locks are transaction-level, and no
+server-side prepared statement is ever made (psycopg's automatic ones would be created on one server
+connection and looked for, or created again under the same name, on another). The DISCARD ALL reset
+is left out there: the pooler would run it on whichever server connection is free at that moment,
+not on the one the transaction used, so it would clean nothing in particular and cost a round trip.
 """
 
 from __future__ import annotations
@@ -98,14 +106,23 @@ class Database:
         app_role: str = settings.APP_ROLE,
         maintenance_role: str = settings.MAINTENANCE_ROLE,
         max_pool_size: int = 4,
+        pooled: bool | None = None,
     ) -> None:
+        """pooled: whether the DSNs lead to a transaction-mode pooler; None: a DSN does when it is the
+        configured CLAY_POOLED_DATABASE_URL."""
         self.app_dsn = app_dsn
         self.maintenance_dsn = maintenance_dsn
         self.app_role = app_role
         self.maintenance_role = maintenance_role
         self.max_pool_size = max_pool_size
+        self.pooled = pooled
         self._pools: dict[str, ConnectionPool] = {}
         self._lock = threading.Lock()
+
+    def is_pooled(self, dsn: str) -> bool:
+        if self.pooled is not None:
+            return self.pooled
+        return dsn == settings.current().pooled_database_url
 
     def _pool(self, which: str) -> ConnectionPool:
         with self._lock:
@@ -122,10 +139,10 @@ class Database:
                     min_size=1,
                     max_size=self.max_pool_size,
                     # No automatic server-side prepared statements: DISCARD ALL on return drops them
-                    # behind psycopg's back (and transaction-mode poolers cannot keep them either).
+                    # behind psycopg's back, and transaction-mode poolers cannot keep them either.
                     kwargs={"autocommit": True, "prepare_threshold": None},
                     configure=_configure_connection,
-                    reset=_reset_connection,
+                    reset=None if self.is_pooled(dsn) else _reset_connection,
                     open=False,
                     name=f"clay-{which}",
                 )

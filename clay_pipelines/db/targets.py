@@ -7,6 +7,11 @@ External: DATABASE_URL (any libpq URL: Supabase, RDS, a local server) is the mig
 connection. The application and maintenance roles connect with CLAY_APP_DATABASE_URL and
 CLAY_MAINTENANCE_DATABASE_URL when given; otherwise through DATABASE_URL, switching to their role
 inside every transaction (SET LOCAL ROLE semantics), which row-level security honours equally.
+
+Pooled (either mode): CLAY_POOLED_DATABASE_URL names a transaction-mode pooler (PgBouncer, Supabase's
+pooler) in front of the platform database; the application and maintenance pools connect through it
+(unless their own URLs are given), switching role inside every transaction. Migrations (a session-level
+advisory lock) and Dagster's storage (LISTEN/NOTIFY) keep the direct connection.
 """
 
 from __future__ import annotations
@@ -33,14 +38,19 @@ class DatabaseTarget:
     maintenance_url: str
     dagster_url: str  # SQLAlchemy URL, psycopg2 driver named explicitly
     description: str
+    pooled_url: str | None = None  # the transaction-mode pooler, when one is configured
 
     def as_environment(self) -> dict[str, str]:
         """What child processes (Dagster's code servers and run workers) need to find the database."""
-        return {
+        environment = {
             "CLAY_APP_DATABASE_URL": self.app_url,
             "CLAY_MAINTENANCE_DATABASE_URL": self.maintenance_url,
             "DAGSTER_PG_URL": self.dagster_url,
         }
+        if self.pooled_url:
+            # Their pools recognise the pooler's URL by it (clay_pipelines.db.client).
+            environment["CLAY_POOLED_DATABASE_URL"] = self.pooled_url
+        return environment
 
 
 def _with_psycopg2_scheme(url: str) -> str:
@@ -68,24 +78,39 @@ def platform_database_name() -> str:
     return settings.current().database_name
 
 
+def _require_postgresql_url(variable: str, url: str) -> None:
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            f"{variable} must be a postgresql:// URL, got one starting with {url.split(':', 1)[0]!r}"
+        )
+
+
+def _through_pooler(description: str, pooled: str | None) -> str:
+    if not pooled:
+        return description
+    parts = urlsplit(pooled)
+    return f"{description}; application connections through the pooler at {parts.hostname}:{parts.port or 5432}"
+
+
 def resolve_target(start_embedded: bool = True) -> DatabaseTarget:
     """The database in use. In embedded mode this starts the server (unless told not to)."""
     configured = settings.current()
     external = configured.database_url
+    pooled = configured.pooled_database_url
+    if pooled:
+        _require_postgresql_url("CLAY_POOLED_DATABASE_URL", pooled)
     if external:
-        if not external.startswith(("postgresql://", "postgres://")):
-            raise ConfigurationError(
-                f"DATABASE_URL must be a postgresql:// URL, got one starting with {external.split(':', 1)[0]!r}"
-            )
+        _require_postgresql_url("DATABASE_URL", external)
         dagster_url = configured.dagster_pg_url or _with_query(external, options="-csearch_path=dagster")
         host = urlsplit(external).hostname or "local socket"
         return DatabaseTarget(
             mode="external",
             admin_url=external,
-            app_url=configured.app_database_url or external,
-            maintenance_url=configured.maintenance_database_url or external,
+            app_url=configured.app_database_url or pooled or external,
+            maintenance_url=configured.maintenance_database_url or pooled or external,
             dagster_url=_with_psycopg2_scheme(dagster_url),
-            description=f"external PostgreSQL at {host} (DATABASE_URL)",
+            description=_through_pooler(f"external PostgreSQL at {host} (DATABASE_URL)", pooled),
+            pooled_url=pooled,
         )
 
     pgdata = settings.pgdata_dir()
@@ -99,10 +124,11 @@ def resolve_target(start_embedded: bool = True) -> DatabaseTarget:
     return DatabaseTarget(
         mode="embedded",
         admin_url=server.url(database),
-        app_url=server.url(database, user=settings.APP_ROLE),
-        maintenance_url=server.url(database, user=settings.MAINTENANCE_ROLE),
+        app_url=pooled or server.url(database, user=settings.APP_ROLE),
+        maintenance_url=pooled or server.url(database, user=settings.MAINTENANCE_ROLE),
         dagster_url=server.url(settings.DAGSTER_DATABASE, driver="psycopg2"),
-        description=f"embedded PostgreSQL 18 at {pgdata} (database {database})",
+        description=_through_pooler(f"embedded PostgreSQL 18 at {pgdata} (database {database})", pooled),
+        pooled_url=pooled,
     )
 
 

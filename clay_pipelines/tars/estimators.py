@@ -23,8 +23,15 @@ difference the estimate is the worst case for the arm (its unsupported choices p
 baseline's optimistic), and requests where both arms choose the same system differ by exactly zero.
 
 Intervals: a bootstrap that resamples the window's requests and the history rows together, refitting
-the model each time; paired differences are computed on the same resampled requests. An interval
-covers the true value wherever it lies between the pessimistic and the optimistic estimate.
+the model each time; paired differences are computed on the same resampled requests. The history is
+resampled within each (micro-cluster, system) cell, so every replicate keeps the design the logging
+produced (which cells have support, and how much): the replicates vary the outcomes the model is fitted
+on, not which requests are valued at a bound. Resampling the history freely would drop a thinly logged
+cell from about a third of the replicates and value its requests at the bound there, which makes the
+pessimistic estimate's spread mostly an artefact of that switch. The bounds themselves are assumptions
+read once off the observed history, held fixed across replicates. The price: a cell logged once has
+no spread of its own in the replicates. An interval covers the true value wherever it lies between the
+pessimistic and the optimistic estimate.
 """
 
 from __future__ import annotations
@@ -285,7 +292,12 @@ class _Model:
 
 
 def _fit(
-    history: Outcomes, weights: np.ndarray, shape: tuple[int, int], values: np.ndarray, min_support: float
+    history: Outcomes,
+    weights: np.ndarray,
+    shape: tuple[int, int],
+    values: np.ndarray,
+    min_support: float,
+    bounds: tuple[np.ndarray, np.ndarray],
 ) -> _Model:
     clusters, systems = shape
     cells = clusters * (systems + 1)
@@ -304,7 +316,7 @@ def _fit(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / counts
     supported = (support >= min_support)[None, :] & (counts > 0)
-    pessimistic, optimistic = _bounds(values, weights)
+    pessimistic, optimistic = bounds
     reshape = (values.shape[1], clusters, systems + 1)
     return _Model(
         mean=mean.reshape(reshape),
@@ -316,7 +328,7 @@ def _fit(
 
 def _bounds(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per outcome metric, the pessimistic and the optimistic value: a rate's 0 or 1, otherwise the
-    worst and best observed in the (resampled) history."""
+    worst and best observed in the history."""
     pessimistic, optimistic = [], []
     present = weights > 0
     for m, metric in enumerate(OUTCOME_METRICS):
@@ -379,9 +391,12 @@ def estimate(
         rng = np.random.default_rng(0)
     n, h = len(window), len(history)
     hist_values = history.values()
-    point = _evaluate(fixed, history, hist_values, np.ones(n), np.ones(h), (clusters, systems), estimator, min_support)
+    shape = (clusters, systems)
+    bounds = _bounds(hist_values, np.ones(h))
+    point = _evaluate(fixed, history, hist_values, np.ones(n), np.ones(h), shape, estimator, min_support, bounds)
+    cells = history.cluster * (systems + 1) + history.system
     replicates = [
-        _evaluate(fixed, history, hist_values, *_resample(rng, n, h), (clusters, systems), estimator, min_support)
+        _evaluate(fixed, history, hist_values, *_resample(rng, n, cells), shape, estimator, min_support, bounds)
         for _ in range(bootstrap)
     ]
 
@@ -411,11 +426,19 @@ def estimate(
     )
 
 
-def _resample(rng: np.random.Generator, n: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap weights: how many times each window request and each history row is drawn."""
+def _resample(rng: np.random.Generator, n: int, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap weights: how many times each window request is drawn (from all of them) and each
+    history row is drawn (from the rows of its own cell, as many draws as the cell has rows)."""
     w = np.bincount(rng.integers(0, n, n), minlength=n).astype(float) if n else np.zeros(0)
-    v = np.bincount(rng.integers(0, h, h), minlength=h).astype(float) if h else np.zeros(0)
-    return w, v
+    h = len(cells)
+    if not h:
+        return w, np.zeros(0)
+    order = np.argsort(cells, kind="stable")
+    by_cell = cells[order]
+    first = np.searchsorted(by_cell, by_cell, side="left")
+    size = np.searchsorted(by_cell, by_cell, side="right") - first
+    drawn = order[first + np.minimum((rng.random(h) * size).astype(np.int64), size - 1)]
+    return w, np.bincount(drawn, minlength=h).astype(float)
 
 
 def _choose_estimator(requested: str, window: Outcomes) -> tuple[str, float]:
@@ -497,9 +520,11 @@ def _evaluate(
     shape: tuple[int, int],
     estimator: str,
     min_support: float,
+    bounds: tuple[np.ndarray, np.ndarray],
 ) -> _Figures:
-    """One fit and evaluation under request weights w and history weights v."""
-    model = _fit(history, v, shape, hist_values, min_support)
+    """One fit and evaluation under request weights w and history weights v; `bounds` are the
+    (pessimistic, optimistic) values of an unsupported choice."""
+    model = _fit(history, v, shape, hist_values, min_support, bounds)
     psi, unsupported = _pseudo_outcomes(fixed, model, w, shape, estimator)
     pessimistic = np.where(unsupported, _pessimistic_bounds(model, fixed)[:, fixed.choices], psi)
     optimistic = np.where(unsupported, model.optimistic[:, None, None], psi)
