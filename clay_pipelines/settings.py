@@ -114,7 +114,8 @@ def variables() -> tuple[Variable, ...]:
         Variable(
             name="CLAY_DEPLOY_HOST",
             default="127.0.0.1",
-            meaning="the address `clay deploy local` binds the webserver, the code server and Redis to",
+            meaning="the address `clay deploy local` binds the webserver and the code server to (Redis and "
+            "PostgreSQL stay on 127.0.0.1 and the worker namespace's address)",
         ),
         Variable(
             name="CLAY_DEPLOY_WEBSERVER_PORT", default="3000", meaning="`clay deploy local`: the webserver's port"
@@ -293,12 +294,17 @@ def _port(name: str) -> int:
 
 
 def deploy_ports() -> dict[str, int]:
-    """The ports `clay deploy local` binds, by what binds them."""
-    return {
+    """The ports `clay deploy local` binds, by what binds them; ValueError when two are the same."""
+    ports = {
         "webserver": _port("CLAY_DEPLOY_WEBSERVER_PORT"),
         "code server": _port("CLAY_DEPLOY_GRPC_PORT"),
         "redis": _port("CLAY_DEPLOY_REDIS_PORT"),
     }
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(
+            f"CLAY_DEPLOY_WEBSERVER_PORT, CLAY_DEPLOY_GRPC_PORT and CLAY_DEPLOY_REDIS_PORT must differ: {ports}"
+        )
+    return ports
 
 
 EXECUTORS = ("multiprocess", "celery")

@@ -292,8 +292,12 @@ def start(workers: int, say: Say, paused: bool = False) -> Started:
     layout = Layout.current()
     refuse_if_running(layout)
     host = settings.env("CLAY_DEPLOY_HOST") or LOOPBACK
-    ports = settings.deploy_ports()
-    refuse_taken_ports(host, ports)
+    try:
+        ports = settings.deploy_ports()
+    except ValueError as error:
+        raise DeployError(str(error)) from error
+    refuse_taken_ports(host, {k: v for k, v in ports.items() if k != "redis"})
+    refuse_taken_ports(LOOPBACK, {"redis": ports["redis"]})  # Redis stays on loopback (and the veth)
     with stopped_on_failure(layout):
         namespace, note = _namespace(workers)
         deployment = Deployment(

@@ -287,8 +287,6 @@ def refuse_taken_ports(host: str, ports: dict[str, int]) -> None:
                 raise DeployError(
                     f"port {port} on {host} (the {owner}) is taken ({error.strerror}): free it or set {variable}"
                 ) from error
-    if len(set(ports.values())) != len(ports):
-        raise DeployError(f"the deployment's ports must differ, got {ports}")
 
 
 @contextlib.contextmanager
