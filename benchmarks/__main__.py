@@ -22,6 +22,7 @@ BENCHMARKS = (
     "dream_cycle",
     "lifecycle",
     "governance",
+    "celery_backfill",
 )
 
 

@@ -6,6 +6,7 @@
   clay run                                materialize every asset, headless
   clay dev                                the Dagster UI on the same database and instance
   clay env                                shell exports for plain `dagster` commands
+  clay deploy local|stop|status|backfill  the production topology on this host (Celery workers)
   clay route "REQUEST" --tenant NAME      route a request (logged as an execution unless --dry-run)
   clay learn rules [--tenant NAME] [--full]  learn routing rules now
   clay eval routing --train F --test F    measure rule learning and routing on labelled data
@@ -25,7 +26,15 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from clay_pipelines import cli_db, cli_governance, cli_lifecycle, cli_payroll_confirm, cli_tars, settings
+from clay_pipelines import (
+    cli_db,
+    cli_deploy,
+    cli_governance,
+    cli_lifecycle,
+    cli_payroll_confirm,
+    cli_tars,
+    settings,
+)
 from clay_pipelines.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CommandError, user_errors
 
 if TYPE_CHECKING:
@@ -676,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_tars.register(commands)
     cli_lifecycle.register(commands)
     cli_governance.register(commands)
+    cli_deploy.register(commands)
     return parser
 
 

@@ -25,6 +25,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     one place; imported late so that `clay --help` stays quick."""
     from clay_pipelines.db import TenantRequiredError, UnknownTenantError
     from clay_pipelines.db.backup import BackupError
+    from clay_pipelines.db.embedded import EmbeddedServerError
     from clay_pipelines.governance.budgets import BudgetRefusedError
     from clay_pipelines.governance.completion import ExecutionError
     from clay_pipelines.governance.keys import ReceiptKeyError
@@ -47,5 +48,6 @@ def user_errors() -> tuple[type[Exception], ...]:
         BudgetRefusedError,
         ReceiptKeyError,
         WorldReplacementError,
+        EmbeddedServerError,
         BackupError,
     )

@@ -1,5 +1,6 @@
 """The policies the root applies once to every domain's definitions: retries (transient failures
-only, with backoff), the automation sensor, and the executor."""
+only, with backoff), the automation sensor, and the executor (CLAY_EXECUTOR: the multiprocess
+executor by default, Dagster's Celery executor where `clay deploy local` or an operator sets it)."""
 
 import functools
 import inspect
@@ -11,6 +12,7 @@ import dagster as dg
 # The op's compute function, as Dagster wraps it; rebuilt around the failure policy below.
 from dagster._core.definitions.decorators.op_decorator import DecoratedOpFunction
 
+from clay_pipelines import settings
 from clay_pipelines.failures import is_transient, one_line
 
 # Transient failures (a dropped connection, a busy database) get three more tries with growing,
@@ -107,7 +109,42 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 )
 
 # Two cores: two processes at most.
-EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2})
+MULTIPROCESS_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": 2})
+
+# What the run's side of the Celery app is told besides broker and backend; the workers' app
+# (clay_pipelines/deploy/celery_app.py) reads the same dict, so both sides agree.
+CELERY_SETTINGS: dict[str, Any] = {
+    # One task at a time per worker process: a step is long, and a prefetched one would wait behind it.
+    "worker_prefetch_multiplier": 1,
+    # Acknowledged when done, not when taken: a busy worker holds no second step that an idle one
+    # could run, and a step whose worker died is handed out again.
+    "task_acks_late": True,
+    "broker_connection_retry_on_startup": True,
+}
+
+
+def celery_executor_definition() -> dg.ExecutorDefinition:
+    """dagster-celery's executor, its broker and backend read from the environment where the run
+    executes (the URLs hold Redis's password: they stay out of the run's config and the definitions)."""
+    from dagster_celery import celery_executor
+
+    settings.celery_broker_url()  # raises, naming the variable, when it is missing
+    backend_variable = (
+        "CLAY_CELERY_BACKEND_URL" if settings.env("CLAY_CELERY_BACKEND_URL") else "CLAY_CELERY_BROKER_URL"
+    )
+    return celery_executor.configured(
+        {
+            "broker": {"env": "CLAY_CELERY_BROKER_URL"},
+            "backend": {"env": backend_variable},
+            "config_source": CELERY_SETTINGS,
+        },
+        name="clay_celery",
+    )
+
+
+def executor_definition() -> dg.ExecutorDefinition:
+    """The executor CLAY_EXECUTOR names: multiprocess (make run, tests, clay dev) or celery (deployed)."""
+    return celery_executor_definition() if settings.executor_name() == "celery" else MULTIPROCESS_EXECUTOR
 
 
 def apply_policies(merged: dg.Definitions) -> dg.Definitions:
@@ -120,5 +157,5 @@ def apply_policies(merged: dg.Definitions) -> dg.Definitions:
         schedules=list(merged.schedules or []),
         sensors=[automation_sensor, *(merged.sensors or [])],
         resources=dict(merged.resources or {}),
-        executor=EXECUTOR,
+        executor=executor_definition(),
     )

@@ -85,6 +85,52 @@ def variables() -> tuple[Variable, ...]:
             "database, or DATABASE_URL with search_path=dagster (clay exports it with the psycopg2 scheme)",
         ),
         Variable(
+            name="CLAY_PG_LISTEN",
+            default=None,
+            meaning="TCP addresses the embedded PostgreSQL listens on besides its socket (comma-separated); "
+            "unset: the socket only. `clay deploy local` adds 127.0.0.1 and the worker namespace's host address",
+        ),
+        Variable(
+            name="CLAY_PG_PORT",
+            default="5432",
+            meaning="the embedded PostgreSQL's port: its TCP port and the number in its socket's name",
+        ),
+        Variable(
+            name="CLAY_EXECUTOR",
+            default="multiprocess",
+            meaning="how a run executes its steps: multiprocess (in the run's own processes) or celery "
+            "(on Celery workers through CLAY_CELERY_BROKER_URL; `clay deploy local` sets it)",
+        ),
+        Variable(
+            name="CLAY_CELERY_BROKER_URL",
+            default=None,
+            meaning="the Celery broker (redis://... or amqp://...) the celery executor and its workers use",
+        ),
+        Variable(
+            name="CLAY_CELERY_BACKEND_URL",
+            default=None,
+            meaning="the Celery result backend (default: the broker URL)",
+        ),
+        Variable(
+            name="CLAY_DEPLOY_HOST",
+            default="127.0.0.1",
+            meaning="the address `clay deploy local` binds the webserver and the code server to (Redis and "
+            "PostgreSQL stay on 127.0.0.1 and the worker namespace's address)",
+        ),
+        Variable(
+            name="CLAY_DEPLOY_WEBSERVER_PORT", default="3000", meaning="`clay deploy local`: the webserver's port"
+        ),
+        Variable(
+            name="CLAY_DEPLOY_GRPC_PORT", default="4266", meaning="`clay deploy local`: the code location's gRPC port"
+        ),
+        Variable(name="CLAY_DEPLOY_REDIS_PORT", default="6379", meaning="`clay deploy local`: Redis's port"),
+        Variable(
+            name="CLAY_DEPLOY_NETNS",
+            default="auto",
+            meaning="`clay deploy local`: auto (the last worker in its own network and mount namespace where the "
+            "machine allows it) or off",
+        ),
+        Variable(
             name="CLAY_DATABASE_NAME",
             default=PLATFORM_DATABASE,
             meaning="the platform database's name on the embedded server",
@@ -229,6 +275,57 @@ def state_dir() -> Path:
 
 def pgdata_dir() -> Path:
     return state_dir() / "pgdata"
+
+
+def pg_listen_addresses() -> tuple[str, ...]:
+    """TCP addresses the embedded server listens on besides its socket (CLAY_PG_LISTEN)."""
+    return tuple(a.strip() for a in (env("CLAY_PG_LISTEN") or "").split(",") if a.strip())
+
+
+def pg_port() -> int:
+    return _port("CLAY_PG_PORT")
+
+
+def _port(name: str) -> int:
+    text = env(name) or ""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{name} must be a TCP port (1-65535), got {text!r}")
+    return int(text)
+
+
+def deploy_ports() -> dict[str, int]:
+    """The ports `clay deploy local` binds, by what binds them; ValueError when two are the same."""
+    ports = {
+        "webserver": _port("CLAY_DEPLOY_WEBSERVER_PORT"),
+        "code server": _port("CLAY_DEPLOY_GRPC_PORT"),
+        "redis": _port("CLAY_DEPLOY_REDIS_PORT"),
+    }
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(
+            f"CLAY_DEPLOY_WEBSERVER_PORT, CLAY_DEPLOY_GRPC_PORT and CLAY_DEPLOY_REDIS_PORT must differ: {ports}"
+        )
+    return ports
+
+
+EXECUTORS = ("multiprocess", "celery")
+
+
+def executor_name() -> str:
+    name = env("CLAY_EXECUTOR") or "multiprocess"
+    if name not in EXECUTORS:
+        raise ValueError(f"CLAY_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {name!r}")
+    return name
+
+
+def celery_broker_url() -> str:
+    url = env("CLAY_CELERY_BROKER_URL")
+    if not url:
+        raise ValueError("CLAY_EXECUTOR=celery needs CLAY_CELERY_BROKER_URL (redis://... or amqp://...)")
+    return url
+
+
+def celery_backend_url() -> str:
+    return env("CLAY_CELERY_BACKEND_URL") or celery_broker_url()
 
 
 def dagster_home() -> Path:

@@ -116,7 +116,7 @@ def resolve_target(start_embedded: bool = True) -> DatabaseTarget:
     pgdata = settings.pgdata_dir()
     if not start_embedded and not embedded.is_running(pgdata):
         raise ConfigurationError(f"the embedded database at {pgdata} is not running: run `clay db start`")
-    server = embedded.start(pgdata)
+    server = embedded.start(pgdata, listen=settings.pg_listen_addresses(), port=settings.pg_port())
     database = platform_database_name()
     admin_postgres = server.url("postgres")
     ensure_database(admin_postgres, database)

@@ -14,6 +14,7 @@ import dagster as dg
 
 from clay_pipelines import settings
 from clay_pipelines.db import MaintenanceJob, UnknownTenantError
+from clay_pipelines.deploy.instance import PAYROLL_TENANT_TAG
 from clay_pipelines.metadata import markdown_table
 from clay_pipelines.payroll import checks, delivery, processing, sightings, store
 from clay_pipelines.payroll.bamboohr import BambooHRClient, BambooHRConfig, directory_people
@@ -148,9 +149,9 @@ def _by_tenant(files: dict[str, Path]) -> dict[str, dict[str, Path]]:
 def _run_request(key: str, digest: str, seq: str) -> dg.RunRequest:
     # The run key is the content and how many content changes the file has had: the same bytes never run
     # twice, a corrected file runs again, and so does an earlier content put back (its number is new).
-    return dg.RunRequest(
-        run_key=f"{key}@{digest}@{seq}", partition_key=key, tags={"payroll/sha256": digest, "payroll/seq": seq}
-    )
+    # The tenant tag lets a deployment's run queue take a tenant's files one at a time, in order.
+    tags = {"payroll/sha256": digest, "payroll/seq": seq, PAYROLL_TENANT_TAG: key.split("/", 1)[0]}
+    return dg.RunRequest(run_key=f"{key}@{digest}@{seq}", partition_key=key, tags=tags)
 
 
 @dg.asset(

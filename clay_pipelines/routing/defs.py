@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from clay_pipelines import settings
+from clay_pipelines.deploy.instance import FULL_RECLUSTER_TAG
 from clay_pipelines.metadata import markdown_table
 from clay_pipelines.platform.defs import executions_table, systems_registry
 from clay_pipelines.resources import PostgresResource
@@ -283,6 +284,14 @@ routing_full_recluster_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(["routing", "routing_rules"]),
     description="Re-cluster every tenant's executions into routing rules (after a backfill or an embedder change).",
     config={"ops": {"routing__routing_rules": {"config": {"full": True}}}},
+    # Every tenant at once: a deployment's run queue lets one such run go at a time.
+    tags={FULL_RECLUSTER_TAG: "all-tenants"},
+)
+request_embeddings_job = dg.define_asset_job(
+    "request_embeddings",
+    selection=dg.AssetSelection.assets(["routing", "request_embeddings"]),
+    description="Request embeddings by day: `dagster job backfill` (or `clay deploy backfill`) makes one run per "
+    "day, whose steps a deployment spreads over its Celery workers.",
 )
 routing_rules_job = dg.define_asset_job(
     "routing_rules_daily",
