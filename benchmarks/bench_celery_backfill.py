@@ -9,10 +9,8 @@ Dagster's own (a run worker process per run), which a second Celery worker does 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,15 +20,11 @@ from pathlib import Path
 
 import psycopg
 
+from clay_pipelines.deploy.local import side_by_side_environment
+
 DAYS = 60
 ANCHOR = date(2026, 1, 15)
 WAIT_SECONDS = 3600
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _clay(environment: dict[str, str], *args: str) -> str:
@@ -73,14 +67,7 @@ def _one_pass(environment: dict[str, str], workers: int, first: date, last: date
 
 def run() -> None:
     state = Path(tempfile.mkdtemp(prefix="clay-bench-celery-"))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CLAY_", "DAGSTER_"))}
-    environment.update(
-        CLAY_STATE_DIR=str(state),
-        CLAY_PG_PORT=str(_free_port()),
-        CLAY_DEPLOY_WEBSERVER_PORT=str(_free_port()),
-        CLAY_DEPLOY_GRPC_PORT=str(_free_port()),
-        CLAY_DEPLOY_REDIS_PORT=str(_free_port()),
-    )
+    environment = side_by_side_environment(state)
     last = ANCHOR - timedelta(days=1)
     first = last - timedelta(days=DAYS - 1)
     print(f"celery backfill: {DAYS} daily partitions of routing/request_embeddings ({first} .. {last})")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import psycopg
 
+from clay_pipelines.deploy.local import free_port
+
 MISSING = "PgBouncer is not installed: install it to run these tests (`apt-get install pgbouncer`, Debian's 1.18)"
 ADMIN_USER = "bouncer_admin"
 
@@ -86,12 +88,6 @@ class PgBouncer:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _configuration(socket_dir: str, pools: list[Pool], port: int, folder: Path, newer: bool) -> str:
     databases = "\n".join(f"{p.alias} = host={socket_dir} dbname={p.database} pool_size={p.pool_size}" for p in pools)
     settings = {
@@ -143,7 +139,7 @@ def running(socket_dir: str, pgdata: Path, pools: list[Pool], users: list[str]) 
     passwords = {user: secrets.token_urlsafe(16) for user in [*users, ADMIN_USER]}
     (folder / "userlist.txt").write_text("".join(f'"{user}" "{pw}"\n' for user, pw in passwords.items()))
     (folder / "userlist.txt").chmod(0o600)
-    port = _free_port()
+    port = free_port()
     (folder / "pgbouncer.ini").write_text(_configuration(socket_dir, pools, port, folder, version(program) >= (1, 21)))
     command = [program, "--quiet", str(folder / "pgbouncer.ini")]
     owner = _run_as(pgdata)

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,10 @@ import psycopg
 import pytest
 
 from clay_pipelines.deploy import namespaces
+from clay_pipelines.deploy.local import side_by_side_environment
 
 DAYS = ("2026-01-11", "2026-01-12", "2026-01-13", "2026-01-14")
 STEP = "routing__request_embeddings"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -60,22 +54,10 @@ class Site:
         return json.loads((self.state / "deploy" / "run" / f"{name}.json").read_text())["pid"]
 
 
-def _environment(state: Path) -> dict[str, str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CLAY_", "DAGSTER_"))}
-    environment.update(
-        CLAY_STATE_DIR=str(state),
-        CLAY_PG_PORT=str(_free_port()),
-        CLAY_DEPLOY_WEBSERVER_PORT=str(_free_port()),
-        CLAY_DEPLOY_GRPC_PORT=str(_free_port()),
-        CLAY_DEPLOY_REDIS_PORT=str(_free_port()),
-    )
-    return environment
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
     state = Path(tempfile.mkdtemp(prefix="clay-deploy-"))
-    deployed = Site(state, _environment(state))
+    deployed = Site(state, side_by_side_environment(state))
     try:
         for command in (["db", "migrate"], ["seed", "--anchor", "2026-01-15"]):
             done = deployed.clay(*command)
@@ -189,7 +171,7 @@ def test_start_when_running_is_refused_in_one_line(site: Site, started) -> None:
 def test_a_port_taken_is_refused_before_anything_starts(site: Site, started) -> None:
     other_state = Path(tempfile.mkdtemp(prefix="clay-deploy-other-"))
     try:
-        other = Site(other_state, _environment(other_state))
+        other = Site(other_state, side_by_side_environment(other_state))
         taken = site.environment["CLAY_DEPLOY_WEBSERVER_PORT"]
         done = other.clay("deploy", "local", CLAY_DEPLOY_WEBSERVER_PORT=taken)
         assert done.returncode == 1

@@ -12,7 +12,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from psycopg import sql
 
 from clay_pipelines import settings
 from clay_pipelines.db import embedded
+from clay_pipelines.deploy.local import free_port
 from clay_pipelines.processes import ProcessIdentity
 from clay_pipelines.runner import RUN_PID_TAG, end_stale_runs
 
@@ -304,12 +304,6 @@ def test_eval_routing_stops_its_server_on_sigterm(tmp_path: Path) -> None:
             embedded.stop(pgdata)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serving(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as response:
@@ -321,7 +315,7 @@ def _serving(port: int) -> bool:
 def test_clay_dev_shuts_its_processes_down_on_sigterm_with_a_run_in_flight(instance, env, fresh_db) -> None:
     """Before, `dagster dev`'s code server waited for the run to finish: the command outlived SIGTERM
     by minutes, and a run whose worker was then killed stayed STARTED with its pool slot taken."""
-    port = _free_port()
+    port = free_port()
     blocker = psycopg.connect(fresh_db.admin_url)  # the run's query waits for this lock: it stays in flight
     blocker.execute("LOCK TABLE mcp_telemetry_log IN ACCESS EXCLUSIVE MODE")
     dev = clay("dev", "--port", str(port), env=env)

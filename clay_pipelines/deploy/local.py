@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -365,4 +366,26 @@ def environment_for_commands() -> dict[str, str]:
     for line in env_file.read_text().splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         environment[name] = shlex.split(value)[0] if value else ""
+    return environment
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def side_by_side_environment(state: Path) -> dict[str, str]:
+    """The environment of a deployment of its own beside any other on this machine (the tests' and
+    benchmarks'): this process's environment without the project's and Dagster's variables, its own
+    state folder, and free loopback ports for PostgreSQL, the webserver, the code server and Redis."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("CLAY_", "DAGSTER_"))}
+    environment.update(
+        CLAY_STATE_DIR=str(state),
+        CLAY_PG_PORT=str(free_port()),
+        CLAY_DEPLOY_WEBSERVER_PORT=str(free_port()),
+        CLAY_DEPLOY_GRPC_PORT=str(free_port()),
+        CLAY_DEPLOY_REDIS_PORT=str(free_port()),
+    )
     return environment
