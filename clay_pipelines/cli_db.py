@@ -9,26 +9,25 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 
 def cmd_db_backup(args: argparse.Namespace) -> int:
     from clay_pipelines.cli import _say
-    from clay_pipelines.db.backup import backup, site_for, summary_lines
+    from clay_pipelines.db.backup import backup, site_for
     from clay_pipelines.db.targets import resolve_target
 
     started = time.monotonic()
     target = resolve_target()
     summary = backup(site_for(target), args.path, progress=_say)
-    version = f"migration {summary.migration_version:03d}" if summary.migration_version else "no migrations"
-    _say(f"backup of {target.description} at {version} in {summary.path} ({time.monotonic() - started:.1f} s):")
-    for line in summary_lines(summary.parts):
-        _say(line)
+    _say(f"backup of {target.description} at {_version(summary)} in {summary.path} ({_since(started)}):")
+    _say_parts(summary)
     return 0
 
 
 def cmd_db_restore(args: argparse.Namespace) -> int:
     from clay_pipelines.cli import _say
-    from clay_pipelines.db.backup import restore, site_for, summary_lines
+    from clay_pipelines.db.backup import restore, site_for
     from clay_pipelines.db.targets import resolve_target
 
     started = time.monotonic()
@@ -36,11 +35,25 @@ def cmd_db_restore(args: argparse.Namespace) -> int:
     summary = restore(site_for(target), args.path, force=args.force, progress=_say)
     if summary.created_roles:
         _say(f"created roles the server lacked (set their passwords): {', '.join(summary.created_roles)}")
-    version = f"migration {summary.migration_version:03d}" if summary.migration_version else "no migrations"
-    _say(f"restored {summary.path} ({version}) into {target.description} ({time.monotonic() - started:.1f} s):")
+    _say(f"restored {summary.path} ({_version(summary)}) into {target.description} ({_since(started)}):")
+    _say_parts(summary)
+    return 0
+
+
+def _version(summary: Any) -> str:
+    return f"migration {summary.migration_version:03d}" if summary.migration_version else "no migrations"
+
+
+def _since(started: float) -> str:
+    return f"{time.monotonic() - started:.1f} s"
+
+
+def _say_parts(summary: Any) -> None:
+    from clay_pipelines.cli import _say
+    from clay_pipelines.db.backup import summary_lines
+
     for line in summary_lines(summary.parts):
         _say(line)
-    return 0
 
 
 def register(db_commands: argparse._SubParsersAction) -> None:

@@ -14,6 +14,8 @@ from uuid import UUID
 
 import psycopg
 
+from clay_pipelines.lifecycle.telemetry import DAILY_CALLS
+
 SLOW_TOOL_MS = 5000  # the specification's "slow tools (> 5 seconds)"
 ERROR_RATE_ALERT = Decimal("10")  # percent
 
@@ -41,13 +43,11 @@ class ToolHealth:
 # wholly inside it, one row per call from their histograms. The raw rows of a day are deleted in the
 # transaction that rolls it up, so no call is counted twice; a rolled-up day cut by the window's edge is
 # left out, because its calls' times are gone.
-_WINDOW_CALLS = """
+_WINDOW_CALLS = f"""
 SELECT server_name, tool_name, success, execution_time_ms FROM mcp_telemetry_log
 WHERE timestamp >= %(since)s AND timestamp < %(until)s
 UNION ALL
-SELECT d.server_name, d.tool_name, h.success, h.ms FROM mcp_telemetry_daily d
-CROSS JOIN LATERAL unnest(d.latency_success, d.latency_ms, d.latency_calls) AS h(success, ms, calls)
-CROSS JOIN LATERAL generate_series(1, h.calls)
+SELECT d.server_name, d.tool_name, h.success, h.ms FROM mcp_telemetry_daily d {DAILY_CALLS}
 WHERE d.day::timestamp AT TIME ZONE 'UTC' >= %(since)s AND (d.day + 1)::timestamp AT TIME ZONE 'UTC' <= %(until)s
 """
 
