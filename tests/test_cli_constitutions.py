@@ -141,3 +141,34 @@ def test_dream_nights_history_holds_the_catch_alls_fallbacks_and_what_it_served(
     assert rows[-1] == ("will it rain", None, "success")
     with pytest.raises(EvaluationInputError, match="give --dream-nights too"):
         evaluate_routing(tmp_path / "t.csv", tmp_path / "t.csv", HashingEmbedder(), oos_history_path=tmp_path / "o.csv")
+
+
+def test_the_dream_nights_world_repeats_its_execution_ids_so_the_halves_repeat(pg_server) -> None:
+    """Nights split the window into halves by a hash of the cycle id and each execution id: a world
+    built twice from one seed (two databases) holds the same executions under the same ids, and
+    another seed draws other ids."""
+    from datetime import UTC, datetime
+
+    from clay_pipelines.routing.embeddings import HashingEmbedder
+    from clay_pipelines.routing.evaluation import _build_world
+    from tests import routing_world as world
+    from tests.conftest import create_database, drop_database
+
+    train = [(t, "payroll") for t in world.payroll_texts(40)] + [(t, "email") for t in world.email_texts(40)]
+    spread_from = datetime(2027, 1, 1, 3, tzinfo=UTC)
+
+    def built(seed: int) -> list[tuple]:
+        db = create_database(pg_server)
+        try:
+            with db.database() as client:
+                tenant_id, _ = _build_world(client, train, HashingEmbedder(), 0.15, seed, spread_from)
+                with client.tenant_transaction(tenant_id) as conn:
+                    return conn.execute(
+                        "SELECT id, system_name, user_request, status, started_at FROM executions ORDER BY id"
+                    ).fetchall()
+        finally:
+            drop_database(db)
+
+    first, again, other = built(3), built(3), built(4)
+    assert len(first) == 80 + 12 + 8 and first == again  # training, noise failures, catch-all failures
+    assert not {row[0] for row in first} & {row[0] for row in other}

@@ -61,7 +61,11 @@ def test_proposals_are_the_neighbours_first_then_joint_and_spread_points_all_on_
         {CAPABILITY: 0.45},
     ]
     assert [len(m) for m in mutations[8:10]] == [2, 2]  # joint: both parameters one step
-    assert 9 <= len(mutations) <= 12 and len({mutation_hash(m) for m in mutations}) == len(mutations)
+    assert len(mutations) == 12 and len({mutation_hash(m) for m in mutations}) == len(mutations)
+    (below,), (above,) = (m.items() for m in mutations[10:])
+    assert below[0] == above[0]  # across the bounds: one parameter, one point either side, beyond two steps
+    today = ROUTER["parameters"][below[0].split(".")[1]]
+    assert below[1] < today - 0.1 - 1e-9 and above[1] > today + 0.1 + 1e-9
     for mutation in mutations:
         assert c.check_automated(ROUTER, mutation) == mutation
         for key, value in mutation.items():
@@ -72,8 +76,27 @@ def test_proposals_are_deterministic_for_a_cycle_and_limited() -> None:
     assert propose(ROUTER, "2026-11-30", 12) == propose(ROUTER, "2026-11-30", 12)
     others = {tuple(mutation_hash(m) for m in propose(ROUTER, f"2026-12-{day:02d}", 12)) for day in range(1, 8)}
     assert len(others) > 1  # the joint and spread draws follow the cycle id
-    assert propose(ROUTER, "2026-11-30", 3) == [{THRESHOLD: 0.65}, {THRESHOLD: 0.75}, {CAPABILITY: 0.3}]
+    one_step = [{THRESHOLD: 0.65}, {THRESHOLD: 0.75}, {CAPABILITY: 0.3}, {CAPABILITY: 0.4}]
+    three = propose(ROUTER, "2026-11-30", 3)
+    assert len(three) == 3 and three == [m for m in one_step if m in three]  # a draw of the one-step group
     assert propose(ROUTER, "2026-11-30", 0) == []
+
+
+def test_a_limit_under_every_proposal_still_keeps_points_across_the_bounds_and_joint_ones() -> None:
+    """Ten proposals for two router thresholds: the four one-step neighbours, two points across the
+    bounds, two joint proposals and two of the four two-step neighbours, whatever the cycle."""
+    two_step = [{THRESHOLD: 0.6}, {THRESHOLD: 0.8}, {CAPABILITY: 0.25}, {CAPABILITY: 0.45}]
+    spread_points: set[tuple[str, float]] = set()
+    for day in range(1, 29):
+        mutations = propose(ROUTER, f"dream-2026-12-{day:02d}-03:00", 10)
+        assert mutations[:4] == [{THRESHOLD: 0.65}, {THRESHOLD: 0.75}, {CAPABILITY: 0.3}, {CAPABILITY: 0.4}]
+        assert len([m for m in mutations[4:6] if m in two_step]) == 2
+        assert [len(m) for m in mutations[6:8]] == [2, 2]
+        far = mutations[8:]
+        assert len(far) == 2 and not any(m in two_step for m in far)
+        spread_points.update((key, value) for m in far for key, value in m.items())
+    assert {key for key, _ in spread_points} == {THRESHOLD, CAPABILITY}  # the parameter follows the cycle
+    assert {value for key, value in spread_points if key == THRESHOLD} & {0.05, 0.1, 0.2, 0.3}  # far below 0.7
 
 
 def test_parameters_a_replay_cannot_show_are_skipped_with_the_reason() -> None:
@@ -100,7 +123,7 @@ def test_parameters_a_replay_cannot_show_are_skipped_with_the_reason() -> None:
 
 def test_a_value_set_off_the_grid_has_the_grid_points_either_side_as_neighbours() -> None:
     off = c.with_changes(ROUTER, {THRESHOLD: 0.72})
-    assert propose(off, "2026-11-30", 2) == [{THRESHOLD: 0.7}, {THRESHOLD: 0.75}]
+    assert propose(off, "2026-11-30", 12)[:2] == [{THRESHOLD: 0.7}, {THRESHOLD: 0.75}]
 
 
 def test_mutation_hash_is_the_sha256_of_rfc8785_json() -> None:

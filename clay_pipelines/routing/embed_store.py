@@ -106,14 +106,18 @@ EMBEDDED_EXECUTION_COLUMNS = (
 )
 
 
-def copy_embedded_executions(conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]]) -> int:
+def copy_embedded_executions(
+    conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]], *, with_ids: bool = False
+) -> int:
     """Bulk-load executions that arrive with their vectors (evaluation worlds, benchmarks): binary
-    COPY of EMBEDDED_EXECUTION_COLUMNS, in that order. Needs a role that may COPY into executions
-    (the maintenance role: COPY does not apply row-level security policies)."""
-    names = ", ".join(name for name, _ in EMBEDDED_EXECUTION_COLUMNS)
+    COPY of EMBEDDED_EXECUTION_COLUMNS, in that order, after the id when `with_ids` (a world that
+    must repeat run after run; otherwise the database draws them). Needs a role that may COPY into
+    executions (the maintenance role: COPY does not apply row-level security policies)."""
+    columns = (("id", "uuid"), *EMBEDDED_EXECUTION_COLUMNS) if with_ids else EMBEDDED_EXECUTION_COLUMNS
+    names = ", ".join(name for name, _ in columns)
     written = 0
     with conn.cursor() as cursor, cursor.copy(f"COPY executions ({names}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-        copy.set_types([kind for _, kind in EMBEDDED_EXECUTION_COLUMNS])
+        copy.set_types([kind for _, kind in columns])
         for row in rows:
             copy.write_row(row)
             written += 1

@@ -146,7 +146,7 @@ def _build_world(
     started = time.perf_counter()
     vectors = embedder.encode([text for text, _, _ in executions])
     embed_seconds = time.perf_counter() - started
-    _load_executions(db, executions, vectors, tag(embedder), spread_from, np.random.default_rng(seed + 1))
+    _load_executions(db, executions, vectors, tag(embedder), spread_from, np.random.default_rng(seed + 1), seed)
     return _TENANT_ID, len(executions) / embed_seconds
 
 
@@ -218,9 +218,11 @@ def _load_executions(
     embedding_model: str,
     spread_from: datetime | None = None,
     rng: np.random.Generator | None = None,
+    seed: int = 0,
 ) -> None:
     """The executions, written by binary COPY: a second apart over a day 30 days ago, or (for dream
-    nights) at seeded random times over HISTORY_DAYS days from `spread_from`."""
+    nights) at seeded random times over HISTORY_DAYS days from `spread_from`. Their ids follow the
+    seed, so dream nights split the same requests into halves whenever they run on the same dates."""
     if spread_from is None or rng is None:
         starts = [datetime.now(UTC) - timedelta(days=30) + timedelta(seconds=i) for i in range(len(executions))]
     else:
@@ -228,6 +230,7 @@ def _load_executions(
         starts = [spread_from + timedelta(seconds=float(o)) for o in offsets]
     rows = (
         (
+            uuid.uuid5(_TENANT_ID, f"execution/{seed}/{i}"),
             _TENANT_ID,
             _CATCH_ALL_ID if label is None else _system_id(label),
             CATCH_ALL if label is None else f"intent-{label}",
@@ -240,10 +243,10 @@ def _load_executions(
             started + timedelta(milliseconds=800),
             Decimal("0.01"),
         )
-        for (text, label, status), vector, started in zip(executions, vectors, starts, strict=True)
+        for i, ((text, label, status), vector, started) in enumerate(zip(executions, vectors, starts, strict=True))
     )
     with db.maintenance_transaction(MaintenanceJob.SEED_WORLD) as conn:
-        copy_embedded_executions(conn, rows)
+        copy_embedded_executions(conn, rows, with_ids=True)
 
 
 def _route_all(

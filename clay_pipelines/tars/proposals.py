@@ -4,10 +4,15 @@ Deterministic for a cycle: the random picks are seeded by the SHA-256 of the cyc
 that runs again proposes the same mutations. A mutation maps dotted keys ("parameters.X") to new
 values; every value is on its tunable's grid, inside its bounds, and differs from today's value.
 
-What is proposed, in this order, up to `limit`:
+What is proposed, up to `limit`:
   1. neighbours: today's value of each parameter one step down and up, then two steps;
   2. a few joint proposals: two parameters moved one step each;
-  3. a few points drawn across the bounds, one parameter at a time.
+  3. a few points drawn across the bounds, beyond the neighbours: for one parameter (drawn by the
+     cycle), one point below today's value and one above, each drawn from its side's grid points.
+When the limit cannot hold them all, the one-step neighbours come first, then the points across the
+bounds, then the joint proposals, then the two-step neighbours; where only part of a group fits, the
+cycle draws which. Without that order a limit no larger than the neighbours would never propose a
+point beyond them, and a setting far from today's could only be reached one night's step at a time.
 Only parameters whose effect a replay of logged requests can show are dreamed: the router's
 thresholds, which decide() reads. Every other tunable (e.g. min_rule_executions, which changes the
 rules the learner writes, or a skill's own timeout) is returned as skipped, with the reason.
@@ -71,21 +76,39 @@ def plan(constitution: dict[str, Any], cycle_id: str, limit: int) -> Proposals:
         for mutation in _steps(declared[name], parameters[name], (-1, 1))
     ]
     rng = cycle_rng(cycle_id, "proposals")
-    candidates = [
-        *(m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))),
-        *(m for name in replayable for m in _steps(declared[name], parameters[name], (-2, 2))),
-        *_joint(declared, parameters, replayable, rng),
-        *_spread(declared, parameters, replayable, rng),
-    ]
-    mutations: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for mutation in candidates:
+    ones = [m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))]
+    twos = [m for name in replayable for m in _steps(declared[name], parameters[name], (-2, 2))]
+    joint = _joint(declared, parameters, replayable, rng)
+    spread = _spread(declared, parameters, replayable, rng)
+    groups = [_distinct(constitution, group) for group in (ones, twos, joint, spread)]
+    kept = _fit(groups, (0, 3, 2, 1), limit, rng)
+    return Proposals(mutations=[m for group in kept for m in group], skipped=skipped)
+
+
+def _distinct(constitution: dict[str, Any], mutations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for mutation in mutations:
         checked = c.check_automated(constitution, mutation)
-        key = mutation_hash(checked)
-        if key not in seen and len(mutations) < limit:
-            seen.add(key)
-            mutations.append(checked)
-    return Proposals(mutations=mutations, skipped=skipped)
+        out.setdefault(mutation_hash(checked), checked)
+    return list(out.values())
+
+
+def _fit(
+    groups: list[list[dict[str, Any]]], priority: tuple[int, ...], limit: int, rng: np.random.Generator
+) -> list[list[dict[str, Any]]]:
+    """Each group cut to what the limit leaves, filling groups in `priority` order; a group only
+    partly kept keeps a draw of its members, in their order. A mutation already kept in a group of
+    higher priority is not kept twice."""
+    kept: list[list[dict[str, Any]]] = [[] for _ in groups]
+    seen: set[str] = set()
+    for g in priority:
+        fresh = [m for m in groups[g] if mutation_hash(m) not in seen]
+        room = max(limit - len(seen), 0)
+        if len(fresh) > room:
+            fresh = [fresh[i] for i in sorted(rng.permutation(len(fresh))[:room])]
+        kept[g] = fresh
+        seen.update(mutation_hash(m) for m in fresh)
+    return kept
 
 
 def _skip_reason(name: str, is_router: bool) -> str:
@@ -147,11 +170,22 @@ def _joint(
 def _spread(
     declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], rng: np.random.Generator
 ) -> list[dict[str, Any]]:
-    """Points across the bounds, one parameter at a time, away from today's value."""
+    """Points across the bounds, beyond two steps from today's value: for a parameter drawn by the
+    cycle, one below and one above (both from the other side where one side has none)."""
+    if not names:
+        return []
+    name = names[int(rng.integers(len(names)))]
+    tunable, today = declared[name], parameters[name]
+    near = {repr(_neighbour(tunable, today, offset)) for offset in (-2, -1, 1, 2)}
+    far = [v for v in tunable.grid() if not _same(v, today) and repr(v) not in near]
+    if tunable.type == "choice" or not all(isinstance(v, int | float) for v in [today, *far]):
+        sides = [far]
+    else:
+        sides = [[v for v in far if float(v) < float(today)], [v for v in far if float(v) > float(today)]]
     out: list[dict[str, Any]] = []
-    for _ in range(SPREAD_PROPOSALS if names else 0):
-        name = names[int(rng.integers(len(names)))]
-        grid = [v for v in declared[name].grid() if not _same(v, parameters[name])]
-        if grid:
-            out.append({_key(name): grid[int(rng.integers(len(grid)))]})
+    for i in range(SPREAD_PROPOSALS):
+        side = sides[i % len(sides)] or [v for s in sides for v in s]
+        side = [v for v in side if {_key(name): v} not in out]
+        if side:
+            out.append({_key(name): side[int(rng.integers(len(side)))]})
     return out
