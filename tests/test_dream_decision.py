@@ -48,24 +48,30 @@ CAPABILITY = "parameters.capability_match_threshold"
 # -- proposals ------------------------------------------------------------------------------------
 
 
-def test_proposals_are_the_neighbours_first_then_joint_and_spread_points_all_on_the_grid() -> None:
-    mutations = propose(ROUTER, "2026-11-30", 12)
-    assert mutations[:8] == [
-        {THRESHOLD: 0.65},
-        {THRESHOLD: 0.75},
-        {CAPABILITY: 0.3},
-        {CAPABILITY: 0.4},
-        {THRESHOLD: 0.6},
-        {THRESHOLD: 0.8},
-        {CAPABILITY: 0.25},
-        {CAPABILITY: 0.45},
-    ]
+ONE_STEP = [{THRESHOLD: 0.65}, {THRESHOLD: 0.75}, {CAPABILITY: 0.3}, {CAPABILITY: 0.4}]
+TWO_STEPS = [{THRESHOLD: 0.6}, {THRESHOLD: 0.8}, {CAPABILITY: 0.25}, {CAPABILITY: 0.45}]
+
+
+def _far_points(mutations: list[dict]) -> dict[str, list[float]]:
+    """The single-parameter proposals beyond two steps, per parameter."""
+    out: dict[str, list[float]] = {}
+    for mutation in mutations:
+        if len(mutation) == 1 and mutation not in ONE_STEP + TWO_STEPS:
+            ((key, value),) = mutation.items()
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_proposals_are_the_neighbours_joint_moves_and_points_across_the_bounds_all_on_the_grid() -> None:
+    mutations = propose(ROUTER, "2026-11-30", 14)
+    assert mutations[:8] == ONE_STEP + TWO_STEPS
     assert [len(m) for m in mutations[8:10]] == [2, 2]  # joint: both parameters one step
-    assert len(mutations) == 12 and len({mutation_hash(m) for m in mutations}) == len(mutations)
-    (below,), (above,) = (m.items() for m in mutations[10:])
-    assert below[0] == above[0]  # across the bounds: one parameter, one point either side, beyond two steps
-    today = ROUTER["parameters"][below[0].split(".")[1]]
-    assert below[1] < today - 0.1 - 1e-9 and above[1] > today + 0.1 + 1e-9
+    assert len(mutations) == 14 and len({mutation_hash(m) for m in mutations}) == len(mutations)
+    far = _far_points(mutations[10:])
+    assert sorted(far) == [CAPABILITY, THRESHOLD]  # per parameter, one point below today's and one above
+    for key, (below, above) in far.items():
+        today = ROUTER["parameters"][key.split(".")[1]]
+        assert below < today - 0.1 - 1e-9 and above > today + 0.1 + 1e-9
     for mutation in mutations:
         assert c.check_automated(ROUTER, mutation) == mutation
         for key, value in mutation.items():
@@ -76,27 +82,25 @@ def test_proposals_are_deterministic_for_a_cycle_and_limited() -> None:
     assert propose(ROUTER, "2026-11-30", 12) == propose(ROUTER, "2026-11-30", 12)
     others = {tuple(mutation_hash(m) for m in propose(ROUTER, f"2026-12-{day:02d}", 12)) for day in range(1, 8)}
     assert len(others) > 1  # the joint and spread draws follow the cycle id
-    one_step = [{THRESHOLD: 0.65}, {THRESHOLD: 0.75}, {CAPABILITY: 0.3}, {CAPABILITY: 0.4}]
     three = propose(ROUTER, "2026-11-30", 3)
-    assert len(three) == 3 and three == [m for m in one_step if m in three]  # a draw of the one-step group
+    assert len(three) == 3 and three == [m for m in ONE_STEP if m in three]  # a draw of the one-step group
     assert propose(ROUTER, "2026-11-30", 0) == []
 
 
-def test_a_limit_under_every_proposal_still_keeps_points_across_the_bounds_and_joint_ones() -> None:
-    """Ten proposals for two router thresholds: the four one-step neighbours, two points across the
-    bounds, two joint proposals and two of the four two-step neighbours, whatever the cycle."""
-    two_step = [{THRESHOLD: 0.6}, {THRESHOLD: 0.8}, {CAPABILITY: 0.25}, {CAPABILITY: 0.45}]
-    spread_points: set[tuple[str, float]] = set()
+def test_a_limit_under_every_proposal_still_keeps_points_across_the_bounds_for_every_parameter() -> None:
+    """Ten proposals for two router thresholds: the four one-step neighbours, a point below and one
+    above for each parameter, and two joint proposals, whatever the cycle; at twelve, two of the
+    four two-step neighbours as well."""
+    below_threshold: set[float] = set()
     for day in range(1, 29):
         mutations = propose(ROUTER, f"dream-2026-12-{day:02d}-03:00", 10)
-        assert mutations[:4] == [{THRESHOLD: 0.65}, {THRESHOLD: 0.75}, {CAPABILITY: 0.3}, {CAPABILITY: 0.4}]
-        assert len([m for m in mutations[4:6] if m in two_step]) == 2
-        assert [len(m) for m in mutations[6:8]] == [2, 2]
-        far = mutations[8:]
-        assert len(far) == 2 and not any(m in two_step for m in far)
-        spread_points.update((key, value) for m in far for key, value in m.items())
-    assert {key for key, _ in spread_points} == {THRESHOLD, CAPABILITY}  # the parameter follows the cycle
-    assert {value for key, value in spread_points if key == THRESHOLD} & {0.05, 0.1, 0.2, 0.3}  # far below 0.7
+        assert mutations[:4] == ONE_STEP and [len(m) for m in mutations[4:6]] == [2, 2]
+        far = _far_points(mutations[6:])
+        assert len(mutations) == 10 and {k: len(v) for k, v in far.items()} == {THRESHOLD: 2, CAPABILITY: 2}
+        below_threshold.add(far[THRESHOLD][0])
+        twelve = propose(ROUTER, f"dream-2026-12-{day:02d}-03:00", 12)
+        assert len([m for m in twelve if m in TWO_STEPS]) == 2 and twelve[:4] == ONE_STEP
+    assert len(below_threshold) >= 5 and max(below_threshold) <= 0.55  # drawn across 0.05..0.55 by the cycle
 
 
 def test_parameters_a_replay_cannot_show_are_skipped_with_the_reason() -> None:

@@ -7,8 +7,8 @@ values; every value is on its tunable's grid, inside its bounds, and differs fro
 What is proposed, up to `limit`:
   1. neighbours: today's value of each parameter one step down and up, then two steps;
   2. a few joint proposals: two parameters moved one step each;
-  3. a few points drawn across the bounds, beyond the neighbours: for one parameter (drawn by the
-     cycle), one point below today's value and one above, each drawn from its side's grid points.
+  3. points drawn across the bounds, beyond the neighbours: for each parameter, one point below
+     today's value and one above (where the bounds leave any), each drawn from its side's grid.
 When the limit cannot hold them all, the one-step neighbours come first, then the points across the
 bounds, then the joint proposals, then the two-step neighbours; where only part of a group fits, the
 cycle draws which. Without that order a limit no larger than the neighbours would never propose a
@@ -31,7 +31,6 @@ from clay_pipelines.tars import constitution as c
 from clay_pipelines.tars.replay import ROUTER_SETTINGS
 
 JOINT_PROPOSALS = 2
-SPREAD_PROPOSALS = 2
 _REASONS = {
     "min_rule_executions": "it changes which rules the learner writes; replaying today's rules cannot show its effect",
 }
@@ -170,22 +169,17 @@ def _joint(
 def _spread(
     declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], rng: np.random.Generator
 ) -> list[dict[str, Any]]:
-    """Points across the bounds, beyond two steps from today's value: for a parameter drawn by the
-    cycle, one below and one above (both from the other side where one side has none)."""
-    if not names:
-        return []
-    name = names[int(rng.integers(len(names)))]
-    tunable, today = declared[name], parameters[name]
-    near = {repr(_neighbour(tunable, today, offset)) for offset in (-2, -1, 1, 2)}
-    far = [v for v in tunable.grid() if not _same(v, today) and repr(v) not in near]
-    if tunable.type == "choice" or not all(isinstance(v, int | float) for v in [today, *far]):
-        sides = [far]
-    else:
-        sides = [[v for v in far if float(v) < float(today)], [v for v in far if float(v) > float(today)]]
+    """Points across the bounds, beyond two steps from today's value: per parameter one below and
+    one above (an unordered choice: two of the others)."""
     out: list[dict[str, Any]] = []
-    for i in range(SPREAD_PROPOSALS):
-        side = sides[i % len(sides)] or [v for s in sides for v in s]
-        side = [v for v in side if {_key(name): v} not in out]
-        if side:
-            out.append({_key(name): side[int(rng.integers(len(side)))]})
+    for name in names:
+        tunable, today = declared[name], parameters[name]
+        near = {repr(_neighbour(tunable, today, offset)) for offset in (-2, -1, 1, 2)}
+        far = [v for v in tunable.grid() if not _same(v, today) and repr(v) not in near]
+        if tunable.type == "choice" or not all(isinstance(v, int | float) for v in [today, *far]):
+            picks = [far[int(i)] for i in rng.permutation(len(far))[:2]]
+        else:
+            sides = ([v for v in far if float(v) < float(today)], [v for v in far if float(v) > float(today)])
+            picks = [side[int(rng.integers(len(side)))] for side in sides if side]
+        out.extend({_key(name): value} for value in picks)
     return out
