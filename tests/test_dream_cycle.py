@@ -221,3 +221,28 @@ def test_a_night_reads_the_same_vectors_whatever_state_aging_left_the_executions
     assert aged == len(hot_ids) == 340
     assert warm_ids == hot_ids
     assert np.array_equal(warm_vectors, hot_vectors)
+
+
+def test_the_sample_world_night_promotes_a_router_setting_and_rejects_several(
+    world_db,
+) -> None:
+    """The night after the sample world's last day: dreams for every tenant, at least one promotion (or
+    one held for a person) and several rejections."""
+    from datetime import date
+
+    from clay_pipelines.routing.embed_store import embed_executions, embed_shared_systems, embed_systems
+
+    embedder, night = HashingEmbedder(), date(2026, 1, 16)  # the world ends on 2026-01-15
+    statuses: dict[str, dict[str, int]] = {}
+    with world_db.database() as db:
+        embed_shared_systems(db, embedder)
+        for domain in ("oms.com", "northwind.io"):
+            tenant = db.resolve_tenant(domain)
+            embed_systems(db, tenant, embedder)
+            embed_executions(db, tenant, embedder, datetime(2025, 1, 1, tzinfo=UTC), cycle.moment_of(night))
+            cycle.dream_night(db, tenant, night, embedder, latest=True)
+            with db.tenant_transaction(tenant) as conn:
+                statuses[domain] = dict(conn.execute("SELECT status, count(*) FROM dreams GROUP BY 1").fetchall())
+    assert sum(s.get("promoted", 0) + s.get("pending_approval", 0) for s in statuses.values()) >= 1, statuses
+    assert sum(s.get("rejected", 0) for s in statuses.values()) >= 3, statuses
+    assert all(s.get("promoted", 0) + s.get("pending_approval", 0) <= 1 for s in statuses.values())  # one a night
