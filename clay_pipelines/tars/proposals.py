@@ -75,13 +75,18 @@ def plan(constitution: dict[str, Any], cycle_id: str, limit: int) -> Proposals:
         for mutation in _steps(declared[name], parameters[name], (-1, 1))
     ]
     rng = cycle_rng(cycle_id, "proposals")
-    ones = [m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))]
-    twos = [m for name in replayable for m in _steps(declared[name], parameters[name], (-2, 2))]
-    joint = _joint(declared, parameters, replayable, rng)
-    spread = _spread(declared, parameters, replayable, rng)
-    groups = [_distinct(constitution, group) for group in (ones, twos, joint, spread)]
-    kept = _fit(groups, (0, 3, 2, 1), limit, rng)
-    return Proposals(mutations=[m for group in kept for m in group], skipped=skipped)
+    groups = {
+        "one_step": [m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))],
+        "two_steps": [m for name in replayable for m in _steps(declared[name], parameters[name], (-2, 2))],
+        "joint": _joint(declared, parameters, replayable, rng),
+        "across": _across(declared, parameters, replayable, rng),
+    }
+    kept = _fit({name: _distinct(constitution, group) for name, group in groups.items()}, limit, rng)
+    return Proposals(mutations=[m for name in groups for m in kept[name]], skipped=skipped)
+
+
+# Which groups the limit keeps first.
+_PRIORITY = ("one_step", "across", "joint", "two_steps")
 
 
 def _distinct(constitution: dict[str, Any], mutations: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,19 +98,18 @@ def _distinct(constitution: dict[str, Any], mutations: list[dict[str, Any]]) -> 
 
 
 def _fit(
-    groups: list[list[dict[str, Any]]], priority: tuple[int, ...], limit: int, rng: np.random.Generator
-) -> list[list[dict[str, Any]]]:
-    """Each group cut to what the limit leaves, filling groups in `priority` order; a group only
-    partly kept keeps a draw of its members, in their order. A mutation already kept in a group of
-    higher priority is not kept twice."""
-    kept: list[list[dict[str, Any]]] = [[] for _ in groups]
+    groups: dict[str, list[dict[str, Any]]], limit: int, rng: np.random.Generator
+) -> dict[str, list[dict[str, Any]]]:
+    """Each group cut to what the limit leaves, filled in _PRIORITY order; a group only partly kept
+    keeps a draw of its members, in their order. A mutation kept in an earlier group is not kept twice."""
+    kept: dict[str, list[dict[str, Any]]] = {}
     seen: set[str] = set()
-    for g in priority:
-        fresh = [m for m in groups[g] if mutation_hash(m) not in seen]
+    for name in _PRIORITY:
+        fresh = [m for m in groups[name] if mutation_hash(m) not in seen]
         room = max(limit - len(seen), 0)
         if len(fresh) > room:
             fresh = [fresh[i] for i in sorted(rng.permutation(len(fresh))[:room])]
-        kept[g] = fresh
+        kept[name] = fresh
         seen.update(mutation_hash(m) for m in fresh)
     return kept
 
@@ -166,20 +170,17 @@ def _joint(
     return [options[int(i)] for i in picks]
 
 
-def _spread(
+def _across(
     declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], rng: np.random.Generator
 ) -> list[dict[str, Any]]:
-    """Points across the bounds, beyond two steps from today's value: per parameter one below and
-    one above (an unordered choice: two of the others)."""
+    """Points across the bounds, beyond two steps from today's value: per parameter one drawn from
+    the grid below it and one from the grid above it, where the bounds leave any."""
     out: list[dict[str, Any]] = []
     for name in names:
-        tunable, today = declared[name], parameters[name]
-        near = {repr(_neighbour(tunable, today, offset)) for offset in (-2, -1, 1, 2)}
-        far = [v for v in tunable.grid() if not _same(v, today) and repr(v) not in near]
-        if tunable.type == "choice" or not all(isinstance(v, int | float) for v in [today, *far]):
-            picks = [far[int(i)] for i in rng.permutation(len(far))[:2]]
-        else:
-            sides = ([v for v in far if float(v) < float(today)], [v for v in far if float(v) > float(today)])
-            picks = [side[int(rng.integers(len(side)))] for side in sides if side]
-        out.extend({_key(name): value} for value in picks)
+        tunable, today = declared[name], float(parameters[name])
+        near = {_neighbour(tunable, today, offset) for offset in (-2, -1, 1, 2)}
+        far = [v for v in tunable.grid() if not _same(v, today) and v not in near]
+        for side in ([v for v in far if float(v) < today], [v for v in far if float(v) > today]):
+            if side:
+                out.append({_key(name): side[int(rng.integers(len(side)))]})
     return out
