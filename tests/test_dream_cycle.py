@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from clay_pipelines.routing.embeddings import HashingEmbedder, tag
 from clay_pipelines.tars import amendments as am
 from clay_pipelines.tars import cycle, watch
+from clay_pipelines.tars.proposals import KINDS
 from tests import routing_world as world
 
 TUNABLES = {
@@ -70,6 +71,14 @@ def test_a_backfilled_night_sees_only_its_past_and_never_promotes(acme) -> None:
     assert test_input["window_requests"] == len(ids) == 100  # the batch of 12 days ago, nothing later
     assert test_input["execution_ids_sha256"] == hashlib.sha256("\n".join(ids).encode()).hexdigest()
     assert test_input["history_requests"] == 170
+    with acme.tenant_transaction(world.ACME) as conn:
+        kinds = conn.execute(
+            "SELECT mutations->>'proposed_as', count(*) FROM dreams WHERE cycle_id = %s AND status <> 'skipped' "
+            "GROUP BY 1",
+            (cycle.cycle_id_for(night),),
+        ).fetchall()
+    # Ten proposals for two router thresholds: four one-step moves, four far points, two joint moves.
+    assert dict(kinds) == {KINDS["one_step"]: 4, KINDS["across"]: 4, KINDS["joint"]: 2}
 
     # Run again, and after more history arrives: the night is what it was, nothing new is written.
     world.add_executions(acme, world.ACME, world.email_rows(20), days_ago=1)

@@ -9,7 +9,7 @@ import numpy as np
 
 from clay_pipelines.evaluation import dreams
 from clay_pipelines.tars.decision import DEFAULT_RULE, dream_cycle, half_a, replay_arms, satisfies
-from clay_pipelines.tars.proposals import propose
+from clay_pipelines.tars.proposals import KINDS, propose
 
 
 def _window(seed: int, planted: bool):
@@ -89,6 +89,8 @@ def test_a_whole_cycle_proposes_replays_and_decides_in_one_call() -> None:
         rule={**DEFAULT_RULE, "bootstrap": 20},
     )
     assert [p["mutation"] for p in record["proposals"]] == propose(dreams.ROUTER, "2026-11-30", 6)
+    # Six for two thresholds: the four one-step moves and a draw of two of the four far points.
+    assert [p["proposed_as"] for p in record["proposals"]] == [KINDS["one_step"]] * 4 + [KINDS["across"]] * 2
     assert record["current_settings"] == {"routing_confidence_threshold": 0.7, "capability_match_threshold": 0.35}
     assert [s["mutation"] for s in record["skipped"]] == [
         {"parameters.min_rule_executions": 40},

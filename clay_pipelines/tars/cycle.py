@@ -402,7 +402,11 @@ def _write_dreams(
             conn,
             {
                 **common,
-                "mutations": {"changes": _changes_from(constitution, entry["mutation"]), "mutation": entry["mutation"]},
+                "mutations": {
+                    "changes": _changes_from(constitution, entry["mutation"]),
+                    "mutation": entry["mutation"],
+                    "proposed_as": entry.get("proposed_as"),
+                },
                 "dream_output": {
                     "half_a": entry.get("half_a"),
                     "half_b": entry.get("half_b"),

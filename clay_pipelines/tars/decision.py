@@ -714,6 +714,8 @@ def dream_cycle(
         history_ids=history_ids,
         unblockable=unblockable,
     )
+    for entry, kind in zip(record["proposals"], planned.kinds, strict=True):
+        entry["proposed_as"] = kind
     record["current_settings"] = current_settings(constitution)
     record["skipped"] = [{"hash": mutation_hash(m), "mutation": m, "reason": r} for m, r in planned.skipped]
     return record

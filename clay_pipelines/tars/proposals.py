@@ -42,6 +42,7 @@ _NOT_ROUTER = "the router reads its thresholds from the catch-all's constitution
 class Proposals:
     mutations: list[dict[str, Any]]
     skipped: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # per mutation, how it was proposed (KINDS)
 
 
 def mutation_hash(mutation: dict[str, Any]) -> str:
@@ -82,11 +83,22 @@ def plan(constitution: dict[str, Any], cycle_id: str, limit: int) -> Proposals:
         "across": _across(declared, parameters, replayable, rng),
     }
     kept = _fit({name: _distinct(constitution, group) for name, group in groups.items()}, limit, rng)
-    return Proposals(mutations=[m for name in groups for m in kept[name]], skipped=skipped)
+    return Proposals(
+        mutations=[m for name in groups for m in kept[name]],
+        skipped=skipped,
+        kinds=[KINDS[name] for name in groups for _ in kept[name]],
+    )
 
 
 # Which groups the limit keeps first.
 _PRIORITY = ("one_step", "across", "joint", "two_steps")
+# How each group's proposals are described to a person (dreams.mutations.proposed_as).
+KINDS = {
+    "one_step": "one step from today's value",
+    "two_steps": "two steps from today's value",
+    "joint": "two parameters one step each",
+    "across": "a point drawn across the bounds",
+}
 
 
 def _distinct(constitution: dict[str, Any], mutations: list[dict[str, Any]]) -> list[dict[str, Any]]:
