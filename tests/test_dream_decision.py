@@ -30,7 +30,7 @@ from clay_pipelines.tars.decision import (
     violations,
 )
 from clay_pipelines.tars.estimators import Arm, Outcomes
-from clay_pipelines.tars.proposals import mutation_hash, plan, propose
+from clay_pipelines.tars.proposals import KINDS, mutation_hash, plan, propose
 from clay_pipelines.tars.replay import (
     ReplayRequests,
     RuleIndex,
@@ -128,6 +128,16 @@ def test_parameters_a_replay_cannot_show_are_skipped_with_the_reason() -> None:
 def test_a_value_set_off_the_grid_has_the_grid_points_either_side_as_neighbours() -> None:
     off = c.with_changes(ROUTER, {THRESHOLD: 0.72})
     assert propose(off, "2026-11-30", 12)[:2] == [{THRESHOLD: 0.7}, {THRESHOLD: 0.75}]
+
+
+def test_at_a_bound_the_points_across_the_bounds_come_from_the_one_side_left() -> None:
+    at_top = c.with_changes(ROUTER, {THRESHOLD: 0.95})
+    planned = plan(at_top, "2026-11-30", 14)
+    across = [m for m, kind in zip(planned.mutations, planned.kinds, strict=True) if kind == KINDS["across"]]
+    far = [m[THRESHOLD] for m in across if THRESHOLD in m]
+    assert len(far) == 1 and 0.05 <= far[0] <= 0.8  # below 0.95, beyond its two steps (0.9, 0.85)
+    assert len([m for m in across if CAPABILITY in m]) == 2  # the other parameter keeps both sides
+    assert {THRESHOLD: 0.9} in planned.mutations and not any(m.get(THRESHOLD, 0) > 0.95 for m in planned.mutations)
 
 
 def test_mutation_hash_is_the_sha256_of_rfc8785_json() -> None:
