@@ -48,6 +48,11 @@ CURRENT = Arm(name="current", system=np.array([A, A, B, B]), fallback=np.array([
 MUTATED = Arm(name="mutated", system=np.array([B, A, B, A]), fallback=np.array([False, True, False, True]))
 
 
+def _constant_arm(name: str, system: int, n: int) -> Arm:
+    """An arm that sends each of n requests to `system`, never through the fallback."""
+    return Arm(name=name, system=np.full(n, system), fallback=np.zeros(n, dtype=bool))
+
+
 def _estimate(window=WINDOW, history=HISTORY, arms=(CURRENT, MUTATED), **kwargs):
     kwargs.setdefault("bootstrap", 2)
     return estimate(window, history, list(arms), clusters=2, systems=3, rng=np.random.default_rng(0), **kwargs)
@@ -131,8 +136,8 @@ def test_the_bootstrap_refits_the_model_on_resampled_history_and_pairs_the_diffe
     # Direct method on a window of one cell: resampling the window alone could not move the
     # estimate, so its spread comes from refitting the model on resampled history.
     window = _outcomes([0] * 5, [A] * 5, [1] * 5, propensity=[1.0] * 5)
-    arm = Arm(name="current", system=np.full(5, A), fallback=np.zeros(5, dtype=bool))
-    same = Arm(name="same", system=np.full(5, A), fallback=np.zeros(5, dtype=bool))
+    arm = _constant_arm("current", A, 5)
+    same = _constant_arm("same", A, 5)
     first = estimate(
         window,
         HISTORY,
@@ -167,8 +172,8 @@ def test_the_bootstrap_keeps_every_history_cell_so_a_thinly_logged_choice_is_nev
     history = _outcomes([0, 0, 1, 1, 1], [A, A, A, A, C], [1, 0, 1, 0, 1])
     window = _outcomes([1] * 4, [A] * 4, [1, 0, 1, 0], propensity=[1.0] * 4)
     arms = [
-        Arm(name="current", system=np.full(4, A), fallback=np.zeros(4, dtype=bool)),
-        Arm(name="to C", system=np.full(4, C), fallback=np.zeros(4, dtype=bool)),
+        _constant_arm("current", A, 4),
+        _constant_arm("to C", C, 4),
     ]
     est = estimate(window, history, arms, clusters=2, systems=3, bootstrap=200, estimator=DIRECT_METHOD)
     assert est.unsupported[1, SUCCESS] == 0.0
@@ -183,8 +188,8 @@ def test_the_bound_of_an_unsupported_choice_is_read_once_off_the_observed_histor
     history = replace(history, duration_ms=np.array([100.0, 900.0, 200.0, 300.0]))
     window = _outcomes([1, 1], [A, A], [1, 1], propensity=[1.0, 1.0])
     arms = [
-        Arm(name="current", system=np.full(2, A), fallback=np.zeros(2, dtype=bool)),
-        Arm(name="to B", system=np.full(2, B), fallback=np.zeros(2, dtype=bool)),
+        _constant_arm("current", A, 2),
+        _constant_arm("to B", B, 2),
     ]
     est = estimate(window, history, arms, clusters=2, systems=3, bootstrap=100, estimator=DIRECT_METHOD)
     assert est.point[1, DURATION] == 900.0
