@@ -116,6 +116,31 @@ def test_unsupported_choices_are_valued_at_the_pessimistic_bound_and_reported() 
     assert summary["success_rate"]["difference"]["bounded_share"] == 1.0
 
 
+def test_where_the_model_has_no_support_a_request_logged_with_the_arms_choice_is_valued_by_its_own_outcome() -> None:
+    # History: C never served either cluster. Window: request 0 was itself served by C (a success),
+    # request 1 by A, request 2 by C but governance blocked it (no evidence about C).
+    history = _outcomes([0, 0, 1], [A, A, A], [1, 0, 1], cost=[1.0, 3.0, 2.0])
+    window = _outcomes(
+        [0, 1, 1], [C, A, C], [1, 1, 0], propensity=[1.0, 1.0, 1.0], cost=[2.5, 2.0, 0.0], blocked=[False, False, True]
+    )
+    current = _constant_arm("current", A, 3)
+    mutated = _constant_arm("mutated", C, 3)
+    est = estimate(window, history, [current, mutated], clusters=2, systems=3, bootstrap=2)
+    # Request 0: its own outcome (success 1, cost 2.5); requests 1 and 2: the bounds (success 0 and
+    # 1, cost the worst and best the history shows, 3.0 and 1.0).
+    assert est.unsupported[1, SUCCESS] == pytest.approx(2 / 3)
+    assert est.point[1, [SUCCESS, COST]].tolist() == pytest.approx([1 / 3, (2.5 + 3.0 + 3.0) / 3])
+    assert est.optimistic_point[1, [SUCCESS, COST]].tolist() == pytest.approx([1.0, (2.5 + 1.0 + 1.0) / 3])
+    # The current arm chose A for request 0, which was never logged for it: the model's 0.5.
+    assert est.point[0, SUCCESS] == pytest.approx((0.5 + 1.0 + 1.0) / 3)
+    assert est.diff_point[1, SUCCESS] == pytest.approx(((1 - 0.5) + (0 - 1) + (0 - 1)) / 3)
+    assert est.diff_unsupported[1, SUCCESS] == pytest.approx(2 / 3)
+    # Without its own outcome (request 0 logged elsewhere) the same choice is at the bound.
+    elsewhere = replace(window, system=np.array([A, A, C]))
+    bounded = estimate(elsewhere, history, [current, mutated], clusters=2, systems=3, bootstrap=2)
+    assert bounded.unsupported[1, SUCCESS] == 1.0 and bounded.point[1, SUCCESS] == 0.0
+
+
 def test_a_choice_of_no_system_is_unsupported() -> None:
     nothing = Arm(name="none", system=np.array([-1, A, B, B]), fallback=np.array([True, False, False, True]))
     est = _estimate(arms=(CURRENT, nothing))

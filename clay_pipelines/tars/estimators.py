@@ -15,7 +15,9 @@ that cell's window rows that record it: missing at random within a cell). What i
     only through its micro-cluster: the model's cell value is the estimate.
 Support is counted as the learner counts evidence (routing/evidence.py): completed executions that
 governance did not block. Where the arm's choice has no support in the history (a system never
-logged for that micro-cluster, no system at all), the data say nothing about the request, so it is
+logged for that micro-cluster, no system at all), the model says nothing about the request. If the
+request itself was logged with that choice, its own outcome was observed and values it (evidence, not
+an imputation: no model and no weight is needed to know what happened to it). Otherwise it is
 valued at a bound, never imputed: the estimate takes the metric's pessimistic bound (success 0,
 governance-blocked 1, satisfaction the worst rating observed, cost and duration the worst observed),
 the optimistic estimate the other one, and the share of such requests is reported. In a paired
@@ -361,6 +363,7 @@ class _Window:
     same: np.ndarray  # (n, arms): the arm chose what the baseline chose
     max_weight: float  # logged choices weighted beyond it get no residual correction
     unblockable: np.ndarray  # (systems + 1,) governance cannot block the choice (no approvals required)
+    own: np.ndarray  # (outcome metrics, n): the request's own outcome is evidence (recorded, not blocked)
 
 
 def estimate(
@@ -495,6 +498,7 @@ def _prepare(
         fallback=np.column_stack([a.fallback.astype(float) for a in arms]),
         match=choices == window.system[:, None],
         same=choices == choices[:, :1],
+        own=(~np.isnan(values) & window.evidence[:, None]).T,
     )
 
 
@@ -573,10 +577,13 @@ def _pseudo_outcomes(
     c = fixed.cluster
     predicted = model.mean[:, c[:, None], fixed.choices]  # (M, n, arms)
     unsupported = ~model.supported[:, c[:, None], fixed.choices]
-    if estimator == DIRECT_METHOD:
-        return predicted, unsupported
-    residual = _residuals(fixed, model, w, shape, estimator)  # (M, n)
-    return predicted + fixed.match[None] * residual[:, :, None], unsupported
+    if estimator != DIRECT_METHOD:
+        residual = _residuals(fixed, model, w, shape, estimator)  # (M, n)
+        predicted = predicted + fixed.match[None] * residual[:, :, None]
+    # Where the model has no support but the request itself was logged with the arm's choice, its
+    # own outcome was observed: that is evidence about this request, not an imputation.
+    own = unsupported & fixed.own[:, :, None] & fixed.match[None]
+    return np.where(own, fixed.values.T[:, :, None], predicted), unsupported & ~own
 
 
 def _residuals(fixed: _Window, model: _Model, w: np.ndarray, shape: tuple[int, int], estimator: str) -> np.ndarray:
