@@ -62,16 +62,31 @@ def _far_points(mutations: list[dict]) -> dict[str, list[float]]:
     return out
 
 
+def _beyond_two_steps(constitution: dict) -> list[tuple[str, float]]:
+    """Every grid point beyond two steps of today's value, parameter by parameter in grid order."""
+    out = []
+    for key, (low, high) in ((THRESHOLD, (0.05, 0.95)), (CAPABILITY, (0.1, 0.8))):
+        today = constitution["parameters"][key.split(".")[1]]
+        grid = [round(low + 0.05 * i, 2) for i in range(round((high - low) / 0.05) + 1)]
+        out += [(key, v) for v in grid if abs(v - today) > 0.1 + 1e-9]
+    return out
+
+
+def _spread_evenly(mutations: list[dict], constitution: dict, count: int) -> bool:
+    """Whether the far points are `count` of the points beyond two steps, one in each of `count`
+    equal stretches of their list."""
+    far = _beyond_two_steps(constitution)
+    positions = sorted(far.index(next(iter(m.items()))) for m in mutations)
+    spacing = len(far) / count
+    return len(positions) == count and all(i * spacing - 1 < p < (i + 1) * spacing for i, p in enumerate(positions))
+
+
 def test_proposals_are_the_neighbours_joint_moves_and_points_across_the_bounds_all_on_the_grid() -> None:
     mutations = propose(ROUTER, "2026-11-30", 14)
     assert mutations[:8] == ONE_STEP + TWO_STEPS
     assert [len(m) for m in mutations[8:10]] == [2, 2]  # joint: both parameters one step
     assert len(mutations) == 14 and len({mutation_hash(m) for m in mutations}) == len(mutations)
-    far = _far_points(mutations[10:])
-    assert sorted(far) == [CAPABILITY, THRESHOLD]  # per parameter, one point below today's and one above
-    for key, (below, above) in far.items():
-        today = ROUTER["parameters"][key.split(".")[1]]
-        assert below < today - 0.1 - 1e-9 and above > today + 0.1 + 1e-9
+    assert _spread_evenly(mutations[10:], ROUTER, 4)  # two per parameter, beyond two steps, spread
     for mutation in mutations:
         assert c.check_automated(ROUTER, mutation) == mutation
         for key, value in mutation.items():
@@ -87,20 +102,27 @@ def test_proposals_are_deterministic_for_a_cycle_and_limited() -> None:
     assert propose(ROUTER, "2026-11-30", 0) == []
 
 
-def test_a_limit_under_every_proposal_still_keeps_points_across_the_bounds_for_every_parameter() -> None:
-    """Ten proposals for two router thresholds: the four one-step neighbours, a point below and one
-    above for each parameter, and two joint proposals, whatever the cycle; at twelve, two of the
+def test_a_limit_under_every_proposal_still_keeps_points_across_the_bounds_spread_over_them() -> None:
+    """Ten proposals for two router thresholds: the four one-step neighbours, four points across the
+    bounds (one in each quarter of the 24 grid points beyond two steps, so the threshold's stretch
+    0.05-0.3 is tried every night) and two joint proposals, whatever the cycle; at twelve, two of the
     four two-step neighbours as well."""
-    below_threshold: set[float] = set()
+    far_values: set[tuple[str, float]] = set()
     for day in range(1, 29):
         mutations = propose(ROUTER, f"dream-2026-12-{day:02d}-03:00", 10)
         assert mutations[:4] == ONE_STEP and [len(m) for m in mutations[4:6]] == [2, 2]
-        far = _far_points(mutations[6:])
-        assert len(mutations) == 10 and {k: len(v) for k, v in far.items()} == {THRESHOLD: 2, CAPABILITY: 2}
-        below_threshold.add(far[THRESHOLD][0])
+        assert len(mutations) == 10 and _spread_evenly(mutations[6:], ROUTER, 4)
+        assert any(m.get(THRESHOLD, 1) <= 0.3 for m in mutations[6:])
+        far_values.update(next(iter(m.items())) for m in mutations[6:])
         twelve = propose(ROUTER, f"dream-2026-12-{day:02d}-03:00", 12)
         assert len([m for m in twelve if m in TWO_STEPS]) == 2 and twelve[:4] == ONE_STEP
-    assert len(below_threshold) >= 5 and max(below_threshold) <= 0.55  # drawn across 0.05..0.55 by the cycle
+    assert len(far_values) >= 16  # the start is drawn by the cycle: over 28 nights most points are tried
+
+
+def test_a_limit_that_leaves_room_for_fewer_points_across_the_bounds_still_spreads_them() -> None:
+    for day in range(1, 8):
+        mutations = propose(ROUTER, f"dream-2026-12-{day:02d}-03:00", 6)
+        assert mutations[:4] == ONE_STEP and _spread_evenly(mutations[4:], ROUTER, 2)
 
 
 def test_parameters_a_replay_cannot_show_are_skipped_with_the_reason() -> None:
@@ -134,9 +156,8 @@ def test_at_a_bound_the_points_across_the_bounds_come_from_the_one_side_left() -
     at_top = c.with_changes(ROUTER, {THRESHOLD: 0.95})
     planned = plan(at_top, "2026-11-30", 14)
     across = [m for m, kind in zip(planned.mutations, planned.kinds, strict=True) if kind == KINDS["across"]]
-    far = [m[THRESHOLD] for m in across if THRESHOLD in m]
-    assert len(far) == 1 and 0.05 <= far[0] <= 0.8  # below 0.95, beyond its two steps (0.9, 0.85)
-    assert len([m for m in across if CAPABILITY in m]) == 2  # the other parameter keeps both sides
+    assert _spread_evenly(across, at_top, 4)
+    assert all(0.05 <= m[THRESHOLD] <= 0.8 for m in across if THRESHOLD in m)  # beyond its two steps, below
     assert {THRESHOLD: 0.9} in planned.mutations and not any(m.get(THRESHOLD, 0) > 0.95 for m in planned.mutations)
 
 

@@ -7,12 +7,16 @@ values; every value is on its tunable's grid, inside its bounds, and differs fro
 What is proposed, up to `limit`:
   1. neighbours: today's value of each parameter one step down and up, then two steps;
   2. a few joint proposals: two parameters moved one step each;
-  3. points drawn across the bounds, beyond the neighbours: for each parameter, one point below
-     today's value and one above (where the bounds leave any), each drawn from its side's grid.
+  3. points drawn across the bounds, beyond the neighbours: two per parameter, drawn as a systematic
+     sample of every parameter's grid points beyond two steps (in order: parameter, then value), so
+     that each stretch of that list, as long as the points are spaced, holds exactly one. A night
+     replaying one day can confirm only a large gain, which only a large move makes; independent
+     draws would leave whole stretches of a range untried on a night, a systematic sample never does.
 When the limit cannot hold them all, the one-step neighbours come first, then the points across the
-bounds, then the joint proposals, then the two-step neighbours; where only part of a group fits, the
-cycle draws which. Without that order a limit no larger than the neighbours would never propose a
-point beyond them, and a setting far from today's could only be reached one night's step at a time.
+bounds (as many as fit, still spread the same way), then the joint proposals, then the two-step
+neighbours; where only part of a group fits, the cycle draws which. Without that order a limit no
+larger than the neighbours would never propose a point beyond them, and a setting far from today's
+could only be reached one night's step at a time.
 Only parameters whose effect a replay of logged requests can show are dreamed: the router's
 thresholds, which decide() reads. Every other tunable (e.g. min_rule_executions, which changes the
 rules the learner writes, or a skill's own timeout) is returned as skipped, with the reason.
@@ -31,6 +35,7 @@ from clay_pipelines.tars import constitution as c
 from clay_pipelines.tars.replay import ROUTER_SETTINGS
 
 JOINT_PROPOSALS = 2
+ACROSS_PER_PARAMETER = 2
 _REASONS = {
     "min_rule_executions": "it changes which rules the learner writes; replaying today's rules cannot show its effect",
 }
@@ -76,11 +81,13 @@ def plan(constitution: dict[str, Any], cycle_id: str, limit: int) -> Proposals:
         for mutation in _steps(declared[name], parameters[name], (-1, 1))
     ]
     rng = cycle_rng(cycle_id, "proposals")
+    one_step = [m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))]
+    across_room = min(ACROSS_PER_PARAMETER * len(replayable), max(limit - len(one_step), 0))
     groups = {
-        "one_step": [m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))],
+        "one_step": one_step,
         "two_steps": [m for name in replayable for m in _steps(declared[name], parameters[name], (-2, 2))],
         "joint": _joint(declared, parameters, replayable, rng),
-        "across": _across(declared, parameters, replayable, rng),
+        "across": _across(declared, parameters, replayable, across_room, cycle_rng(cycle_id, "proposals/across")),
     }
     kept = _fit({name: _distinct(constitution, group) for name, group in groups.items()}, limit, rng)
     return Proposals(
@@ -183,16 +190,20 @@ def _joint(
 
 
 def _across(
-    declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], rng: np.random.Generator
+    declared: dict[str, c.Tunable], parameters: dict[str, Any], names: list[str], count: int, rng: np.random.Generator
 ) -> list[dict[str, Any]]:
-    """Points across the bounds, beyond two steps from today's value: per parameter one drawn from
-    the grid below it and one from the grid above it, where the bounds leave any."""
-    out: list[dict[str, Any]] = []
+    """`count` points across the bounds: a systematic sample (a random start, then evenly spaced) of
+    every parameter's grid points beyond two steps from today's value, listed parameter by parameter
+    in grid order; all of them when there are no more than `count`."""
+    far: list[dict[str, Any]] = []
     for name in names:
-        tunable, today = declared[name], float(parameters[name])
+        tunable, today = declared[name], parameters[name]
         near = {_neighbour(tunable, today, offset) for offset in (-2, -1, 1, 2)}
-        far = [v for v in tunable.grid() if not _same(v, today) and v not in near]
-        for side in ([v for v in far if float(v) < today], [v for v in far if float(v) > today]):
-            if side:
-                out.append({_key(name): side[int(rng.integers(len(side)))]})
-    return out
+        far += [{_key(name): v} for v in tunable.grid() if not _same(v, today) and v not in near]
+    if count <= 0 or not far:
+        return []
+    if len(far) <= count:
+        return far
+    spacing = len(far) / count
+    start = rng.random() * spacing
+    return [far[int(start + i * spacing)] for i in range(count)]
