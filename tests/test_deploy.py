@@ -198,7 +198,9 @@ def test_a_dead_worker_is_reported_and_stop_ends_everything_twice(site: Site, st
     assert stopped.returncode == 0, stopped.stderr
     assert re.search(r"^worker-1 \(pid \d+\): was not running$", stopped.stdout, re.M)
     for name in ("redis", "code-server", "webserver", "daemon", "worker-2"):
-        assert re.search(rf"^{name} \(pid {pids[name]}\): stopped$", stopped.stdout, re.M), stopped.stdout
+        # A process that outlives its grace period on a loaded machine is killed: ended either way.
+        ended = rf"^{name} \(pid {pids[name]}\): (stopped|killed after \d+ s)$"
+        assert re.search(ended, stopped.stdout, re.M), stopped.stdout
     assert not [pid for pid in pids.values() if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     assert "embedded PostgreSQL" in stopped.stdout and "stopped" in stopped.stdout
     if namespaces.probe() is None:
