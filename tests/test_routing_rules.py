@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -256,10 +257,12 @@ def test_governance_blocked_and_unfinished_executions_are_no_evidence_anywhere(a
         cursor.executemany(
             "INSERT INTO executions (system_id, system_name, user_request, request_embedding, request_embedding_model, "
             "governance_check, status, started_at, cost_usd, user_satisfaction) "
-            "VALUES (%s, 'payroll-bot', %s, %s, %s, '{}', 'partial', now() - interval '1 day', 5.00, 1)",
+            "VALUES (%s, 'payroll-bot', %s, %s, %s, '{}', 'partial', now() - interval '1 day' + %s, 5.00, 1)",
+            # Distinct start times: the learner reads in (started_at, id) order, and ties would leave
+            # the order, and with it the clusters, to the random ids.
             [
-                (world.SYSTEMS["payroll-bot"], text, vector, MODEL)
-                for text, vector in zip(texts, HashingEmbedder().encode(texts), strict=True)
+                (world.SYSTEMS["payroll-bot"], text, vector, MODEL, timedelta(seconds=i))
+                for i, (text, vector) in enumerate(zip(texts, HashingEmbedder().encode(texts), strict=True))
             ],
         )
     learn_rules_full(acme, world.ACME, MODEL, "hashing")
@@ -282,8 +285,9 @@ def test_governance_blocked_and_unfinished_executions_are_no_evidence_anywhere(a
         ).fetchall()
     assert completed == {"success": {True}, "failed": {True}, "governance_blocked": {True}, "partial": {False}}
     assert flags == {"success": {True}, "failed": {True}, "governance_blocked": {False}, "partial": {False}}
-    # 130 members, of which 90 are evidence: 54 + 3 successes, every one of them at 0.01 USD.
-    assert payroll == [(130, Decimal("0.6333"), Decimal("0.010000"))]
+    # 125 members, of which 87 are evidence (57 successes: 0.6552), every one of them at 0.01 USD; the
+    # other 38 are blocked or unfinished requests of the kind, members but not evidence.
+    assert payroll == [(125, Decimal("0.6552"), Decimal("0.010000"))]
     rollup_shared_systems(acme)
     with acme.maintenance_transaction(world.MaintenanceJob.SYSTEM_ROLLUPS) as conn:
         figures = conn.execute(
