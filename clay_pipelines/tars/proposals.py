@@ -82,6 +82,8 @@ def plan(constitution: dict[str, Any], cycle_id: str, limit: int) -> Proposals:
     ]
     rng = cycle_rng(cycle_id, "proposals")
     one_step = [m for name in replayable for m in _steps(declared[name], parameters[name], (-1, 1))]
+    # The far points come right after the one-step moves (_PRIORITY): drawn for the room those leave,
+    # so that the limit never cuts them unevenly.
     across_room = min(ACROSS_PER_PARAMETER * len(replayable), max(limit - len(one_step), 0))
     groups = {
         "one_step": one_step,
